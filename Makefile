@@ -1,0 +1,48 @@
+# iapi_tokens: PGXS build.
+#
+#   make && make install              build and install against $(PG_CONFIG)
+#   make installcheck                 regression (sql/, expected/) and isolation
+#                                     (test/specs/, test/expected/) suites
+#   make prove_installcheck           TAP suite (test/t/), as a non-root user
+#   make WERROR=1                     fail the build on any warning (CI does)
+
+EXTENSION = iapi_tokens
+MODULE_big = iapi_tokens
+OBJS = \
+	src/iapi_tokens.o \
+	src/token_format.o \
+	src/hash.o \
+	src/generate.o \
+	src/verify.o
+
+DATA = sql/iapi_tokens--1.0.sql
+
+# pg_regress reads sql/<test>.sql and expected/<test>.out from the top level;
+# the install script sql/iapi_tokens--*.sql is never named as a test.
+REGRESS = format lifecycle expiry last_used errors privileges catalog
+REGRESS_OPTS = --inputdir=. --load-extension=pgcrypto
+
+# pg_isolation_regress reads test/specs/<spec>.spec and test/expected/<spec>.out.
+ISOLATION = cap_read_committed cap_repeatable_read cap_serializable \
+	cap_direct_dml revoke_verify revoke_generate
+ISOLATION_OPTS = --inputdir=test --load-extension=iapi_tokens
+
+# TAP tests start their own clusters, which PostgreSQL refuses to do as root,
+# so they are a separate target rather than part of installcheck.
+PROVE_TESTS = test/t/*.pl
+
+PG_CFLAGS += -Wall -Wextra -Wmissing-prototypes
+ifdef WERROR
+PG_CFLAGS += -Werror
+endif
+
+EXTRA_CLEAN = results regression.diffs regression.out output_iso tmp_check \
+	log
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+.PHONY: tapcheck
+tapcheck:
+	$(prove_installcheck)
