@@ -31,6 +31,9 @@ ISOLATION_OPTS = --inputdir=test --load-extension=iapi_tokens
 # so they are a separate target rather than part of installcheck.
 PROVE_TESTS = test/t/*.pl
 
+# -isystem keeps -Wextra on our code but off PostgreSQL's own headers, some of
+# which have unused parameters in inline functions.
+PG_CPPFLAGS += -isystem $(shell $(PG_CONFIG) --includedir-server)
 PG_CFLAGS += -Wall -Wextra -Wmissing-prototypes
 ifdef WERROR
 PG_CFLAGS += -Werror

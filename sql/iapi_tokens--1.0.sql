@@ -38,7 +38,7 @@ ALTER SEQUENCE iapi_tokens.source_id_seq OWNED BY iapi_tokens.sources.id;
 
 -- Names are unique per client among live sources, as Stitch schema names are.
 CREATE UNIQUE INDEX sources_client_name_key
-	ON iapi_tokens.sources ((pg_catalog.coalesce(stitch_client_id, 0)), name)
+	ON iapi_tokens.sources ((coalesce(stitch_client_id, 0)), name)
 	WHERE deleted_at IS NULL;
 CREATE INDEX sources_client_idx ON iapi_tokens.sources (stitch_client_id);
 

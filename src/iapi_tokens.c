@@ -1,0 +1,63 @@
+/*-------------------------------------------------------------------------
+ *
+ * iapi_tokens.c
+ *	  Module magic and GUCs.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "fmgr.h"
+#include "utils/guc.h"
+
+#include "iapi_tokens.h"
+
+PG_MODULE_MAGIC;
+
+char	   *iapi_token_prefix = NULL;
+int			iapi_last_used_interval = 600;
+
+void		_PG_init(void);
+
+static bool
+check_token_prefix(char **newval, void **extra pg_attribute_unused(),
+				   GucSource source pg_attribute_unused())
+{
+	if (*newval == NULL ||
+		!iapi_prefix_is_valid(*newval, strlen(*newval)))
+	{
+		GUC_check_errdetail("A token prefix is 1 to %d characters from [A-Za-z0-9_] and ends with \"_\".",
+							IAPI_PREFIX_MAX);
+		return false;
+	}
+	return true;
+}
+
+void
+_PG_init(void)
+{
+	/* Superuser-only: the prefix is what secret scanners match on. */
+	DefineCustomStringVariable("iapi_tokens.token_prefix",
+							   "Prefix of newly generated tokens.",
+							   "Existing tokens keep verifying after a change.",
+							   &iapi_token_prefix,
+							   "iapi_",
+							   PGC_SUSET,
+							   0,
+							   check_token_prefix, NULL, NULL);
+
+	/* Superuser-only: raising it hides token use from audits. */
+	DefineCustomIntVariable("iapi_tokens.last_used_interval",
+							"Minimum time between two writes of a token's last_used_at.",
+							"0 records every verification; -1 never records.",
+							&iapi_last_used_interval,
+							600,
+							-1, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("iapi_tokens");
+}

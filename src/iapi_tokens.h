@@ -1,0 +1,45 @@
+/*-------------------------------------------------------------------------
+ *
+ * iapi_tokens.h
+ *	  Shared declarations of the iapi_tokens extension.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef IAPI_TOKENS_H
+#define IAPI_TOKENS_H
+
+#include "postgres.h"
+
+#include "common/sha2.h"
+
+/*
+ * A token is <prefix><body><checksum>.  The body is IAPI_RANDOM_BYTES from
+ * pg_strong_random() written as a fixed-width base62 number; the checksum is
+ * the CRC-32 of those bytes in 6 base62 digits, so that secret scanners can
+ * tell a real token from a look-alike without asking the database.
+ */
+#define IAPI_RANDOM_BYTES		24	/* 192 bits */
+#define IAPI_BODY_CHARS			33	/* ceil(192 / log2(62)) */
+#define IAPI_CHECKSUM_CHARS		6	/* 62^6 > 2^32 */
+#define IAPI_SECRET_CHARS		(IAPI_BODY_CHARS + IAPI_CHECKSUM_CHARS)
+#define IAPI_PREFIX_MAX			32
+#define IAPI_TOKEN_MAX			(IAPI_PREFIX_MAX + IAPI_SECRET_CHARS)
+/* Body characters kept in display_prefix; the other 29 still hold 172 bits. */
+#define IAPI_DISPLAY_BODY_CHARS	4
+
+#define IAPI_DESCRIPTION_MAX	255
+#define IAPI_HASH_LEN			PG_SHA256_DIGEST_LENGTH
+
+/* GUCs, defined in iapi_tokens.c */
+extern char *iapi_token_prefix;
+extern int	iapi_last_used_interval;
+
+/* token_format.c */
+extern bool iapi_prefix_is_valid(const char *prefix, size_t len);
+extern size_t iapi_token_generate(const char *prefix, char *token);
+extern bool iapi_token_is_well_formed(const char *token, size_t len);
+
+/* hash.c */
+extern void iapi_sha256(const char *data, size_t len, uint8 *digest);
+
+#endif							/* IAPI_TOKENS_H */

@@ -1,0 +1,345 @@
+/*-------------------------------------------------------------------------
+ *
+ * verify.c
+ *	  verify_token(): the hot path, called on every API request.
+ *
+ * It checks the token's shape and checksum, hashes it once and probes the
+ * unique hash index directly, without the executor.  A valid token yields
+ * one row; anything else yields none.  It raises no error for any input,
+ * because an error statement can reach the server log with its parameters.
+ *
+ * last_used_at is written at most once per iapi_tokens.last_used_interval,
+ * never in a read-only transaction or on a standby, never waiting for a row
+ * lock, and any failure of that write is swallowed: recording use is best
+ * effort, verification is not.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/detoast.h"
+#include "access/genam.h"
+#include "access/relation.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "iapi_tokens.h"
+
+/* What a lookup needs to know about iapi_tokens.tokens, per backend. */
+typedef struct TokensRelCache
+{
+	bool		valid;
+	Oid			relid;
+	Oid			hash_index;
+	AttrNumber	att_id;
+	AttrNumber	att_source_id;
+	AttrNumber	att_created_at;
+	AttrNumber	att_expires_at;
+	AttrNumber	att_last_used_at;
+	AttrNumber	att_revoked_at;
+} TokensRelCache;
+
+typedef struct TokenRow
+{
+	Oid			owner;
+	int64		id;
+	int64		source_id;
+	TimestampTz created_at;
+	TimestampTz expires_at;
+	TimestampTz last_used_at;
+	bool		expires_null;
+	bool		last_used_null;
+	bool		revoked;
+} TokenRow;
+
+static TokensRelCache rel_cache;
+static bool callback_registered = false;
+static SPIPlanPtr record_use_plan = NULL;
+
+/*
+ * Row-locks with SKIP LOCKED, so a verification never waits behind a revoke
+ * or another verification; operators are qualified because this runs as the
+ * table owner under the caller's search_path.
+ */
+static const char record_use_sql[] =
+"UPDATE iapi_tokens.tokens SET last_used_at = $2"
+" WHERE id OPERATOR(pg_catalog.=) ("
+"  SELECT id FROM iapi_tokens.tokens"
+"   WHERE id OPERATOR(pg_catalog.=) $1"
+"     AND (last_used_at IS NULL OR last_used_at OPERATOR(pg_catalog.<=) $3)"
+"   FOR NO KEY UPDATE SKIP LOCKED)";
+
+static void
+invalidate_rel_cache(Datum arg pg_attribute_unused(), Oid relid)
+{
+	if (relid == InvalidOid || relid == rel_cache.relid ||
+		relid == rel_cache.hash_index)
+		rel_cache.valid = false;
+}
+
+static AttrNumber
+column_number(Oid relid, const char *name, bool *ok)
+{
+	AttrNumber	attnum = get_attnum(relid, name);
+
+	if (attnum == InvalidAttrNumber)
+		*ok = false;
+	return attnum;
+}
+
+/* False when the extension's table is not there (never an error). */
+static bool
+load_rel_cache(void)
+{
+	Oid			nsp;
+	bool		ok = true;
+
+	if (rel_cache.valid)
+		return true;
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(invalidate_rel_cache, (Datum) 0);
+		callback_registered = true;
+	}
+
+	nsp = get_namespace_oid("iapi_tokens", true);
+	if (!OidIsValid(nsp))
+		return false;
+	rel_cache.relid = get_relname_relid("tokens", nsp);
+	rel_cache.hash_index = get_relname_relid("tokens_token_hash_key", nsp);
+	if (!OidIsValid(rel_cache.relid) || !OidIsValid(rel_cache.hash_index))
+		return false;
+
+	rel_cache.att_id = column_number(rel_cache.relid, "id", &ok);
+	rel_cache.att_source_id = column_number(rel_cache.relid, "source_id", &ok);
+	rel_cache.att_created_at = column_number(rel_cache.relid, "created_at", &ok);
+	rel_cache.att_expires_at = column_number(rel_cache.relid, "expires_at", &ok);
+	rel_cache.att_last_used_at = column_number(rel_cache.relid, "last_used_at", &ok);
+	rel_cache.att_revoked_at = column_number(rel_cache.relid, "revoked_at", &ok);
+	rel_cache.valid = ok;
+	return ok;
+}
+
+/* One probe of the unique hash index, under the statement's snapshot. */
+static bool
+find_token(Datum hash, TokenRow *row)
+{
+	Relation	rel;
+	Relation	index;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData key;
+	Snapshot	snapshot;
+	bool		found = false;
+	bool		isnull;
+
+	if (!load_rel_cache())
+		return false;
+	rel = try_relation_open(rel_cache.relid, AccessShareLock);
+	if (rel == NULL)
+		return false;
+	/* Locking may have processed invalidations for a re-created table. */
+	if (!rel_cache.valid)
+	{
+		relation_close(rel, AccessShareLock);
+		return false;
+	}
+	index = index_open(rel_cache.hash_index, AccessShareLock);
+
+	snapshot = ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot();
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_BYTEAEQ, hash);
+	slot = table_slot_create(rel, NULL);
+	scan = index_beginscan(rel, index, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+
+	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		found = true;
+		row->owner = rel->rd_rel->relowner;
+		row->id = DatumGetInt64(slot_getattr(slot, rel_cache.att_id, &isnull));
+		row->source_id = DatumGetInt64(slot_getattr(slot, rel_cache.att_source_id,
+													&isnull));
+		row->created_at = DatumGetTimestampTz(slot_getattr(slot, rel_cache.att_created_at,
+														   &isnull));
+		row->expires_at = DatumGetTimestampTz(slot_getattr(slot, rel_cache.att_expires_at,
+														   &row->expires_null));
+		row->last_used_at = DatumGetTimestampTz(slot_getattr(slot, rel_cache.att_last_used_at,
+															 &row->last_used_null));
+		(void) slot_getattr(slot, rel_cache.att_revoked_at, &isnull);
+		row->revoked = !isnull;
+	}
+
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, AccessShareLock);
+	relation_close(rel, AccessShareLock);
+	return found;
+}
+
+static bool
+use_is_due(const TokenRow *row, TimestampTz now)
+{
+	if (iapi_last_used_interval < 0)
+		return false;
+	if (XactReadOnly || RecoveryInProgress() || IsInParallelMode())
+		return false;
+	return row->last_used_null ||
+		row->last_used_at <= now - (int64) iapi_last_used_interval * USECS_PER_SEC;
+}
+
+/* Cancels, shutdowns and resource exhaustion must still reach the caller. */
+static bool
+must_propagate(int sqlerrcode)
+{
+	char	   *class = unpack_sql_state(sqlerrcode);
+
+	return strncmp(class, "57", 2) == 0 ||	/* operator intervention */
+		strncmp(class, "53", 2) == 0 || /* insufficient resources */
+		strncmp(class, "58", 2) == 0 || /* system error */
+		strncmp(class, "XX", 2) == 0;	/* internal error */
+}
+
+/* Returns true when last_used_at was written. */
+static bool
+record_use(const TokenRow *row, TimestampTz now)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	ResourceOwner caller_owner = CurrentResourceOwner;
+	Oid			save_userid;
+	int			save_sec_context;
+	volatile bool written = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller_context);
+
+	PG_TRY();
+	{
+		Datum		args[3];
+		int			ret;
+
+		/* As the table owner, like a RI trigger; the subxact restores us. */
+		GetUserIdAndSecContext(&save_userid, &save_sec_context);
+		SetUserIdAndSecContext(row->owner,
+							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+
+		args[0] = Int64GetDatum(row->id);
+		args[1] = TimestampTzGetDatum(now);
+		args[2] = TimestampTzGetDatum(now - (int64) Max(iapi_last_used_interval, 0) *
+									  USECS_PER_SEC);
+		SPI_connect();
+		if (record_use_plan == NULL)
+		{
+			Oid			argtypes[3] = {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+			SPIPlanPtr	plan = SPI_prepare(record_use_sql, 3, argtypes);
+
+			if (plan == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_SCHEMA_DEFINITION),
+						 errmsg("could not prepare the last_used_at update: %s",
+								SPI_result_code_string(SPI_result))));
+			SPI_keepplan(plan);
+			record_use_plan = plan;
+		}
+		ret = SPI_execute_plan(record_use_plan, args, NULL, false, 0);
+		written = (ret == SPI_OK_UPDATE && SPI_processed == 1);
+		SPI_finish();
+
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller_context);
+		CurrentResourceOwner = caller_owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller_context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller_context);
+		CurrentResourceOwner = caller_owner;
+
+		if (must_propagate(edata->sqlerrcode))
+			ReThrowError(edata);
+		/* The message names the token id, never the token. */
+		ereport(DEBUG1,
+				(errmsg_internal("iapi_tokens: last use of token " INT64_FORMAT " not recorded: %s",
+								 row->id, edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+
+	return written;
+}
+
+PG_FUNCTION_INFO_V1(iapi_tokens_verify_token);
+
+/*
+ * SQL: iapi_tokens.verify_token(token text) RETURNS TABLE (token_id bigint,
+ *		source_id bigint, created_at timestamptz, expires_at timestamptz,
+ *		last_used_at timestamptz)
+ */
+Datum
+iapi_tokens_verify_token(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	text	   *token;
+	uint8		hash[VARHDRSZ + IAPI_HASH_LEN];
+	TokenRow	row;
+	TimestampTz now;
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+
+	/* Size first, so a huge or toasted value is never detoasted. */
+	if (toast_raw_datum_size(PG_GETARG_DATUM(0)) > VARHDRSZ + IAPI_TOKEN_MAX)
+		return (Datum) 0;
+	token = PG_GETARG_TEXT_PP(0);
+	if (!iapi_token_is_well_formed(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token)))
+		return (Datum) 0;
+
+	SET_VARSIZE(hash, VARHDRSZ + IAPI_HASH_LEN);
+	iapi_sha256(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), hash + VARHDRSZ);
+	if (!find_token(PointerGetDatum(hash), &row))
+		return (Datum) 0;
+
+	now = GetCurrentTimestamp();
+	if (row.revoked || (!row.expires_null && row.expires_at <= now))
+		return (Datum) 0;
+
+	if (use_is_due(&row, now) && record_use(&row, now))
+	{
+		row.last_used_at = now;
+		row.last_used_null = false;
+	}
+
+	values[0] = Int64GetDatum(row.id);
+	values[1] = Int64GetDatum(row.source_id);
+	values[2] = TimestampTzGetDatum(row.created_at);
+	values[3] = TimestampTzGetDatum(row.expires_at);
+	nulls[3] = row.expires_null;
+	values[4] = TimestampTzGetDatum(row.last_used_at);
+	nulls[4] = row.last_used_null;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	return (Datum) 0;
+}
