@@ -162,8 +162,6 @@ BEGIN
 	IF source_deleted_at IS NOT NULL THEN
 		RAISE EXCEPTION 'source % is deleted', NEW.source_id
 			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  DETAIL = pg_catalog.format('The source was deleted at %s.',
-											source_deleted_at),
 				  HINT = 'A deleted source accepts no new token.';
 	END IF;
 
@@ -356,8 +354,7 @@ BEGIN
 	END IF;
 	IF was_deleted_at IS NOT NULL THEN
 		RAISE EXCEPTION 'source % is already deleted', delete_source.source_id
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  DETAIL = format('The source was deleted at %s.', was_deleted_at);
+			USING ERRCODE = 'object_not_in_prerequisite_state';
 	END IF;
 
 	UPDATE iapi_tokens.sources s
@@ -454,7 +451,6 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	now_ts timestamptz := clock_timestamp();
-	was_revoked_at timestamptz;
 BEGIN
 	IF revoke_token.source_id IS NULL THEN
 		RAISE EXCEPTION 'source_id must not be null'
@@ -480,8 +476,7 @@ BEGIN
 	   AND t.source_id = revoke_token.source_id
 	   AND t.revoked_at IS NULL;
 	IF NOT FOUND THEN
-		SELECT t.revoked_at INTO was_revoked_at
-		  FROM iapi_tokens.tokens t
+		PERFORM FROM iapi_tokens.tokens t
 		 WHERE t.id = revoke_token.token_id
 		   AND t.source_id = revoke_token.source_id;
 		IF NOT FOUND THEN
@@ -491,8 +486,7 @@ BEGIN
 				USING ERRCODE = 'undefined_object';
 		END IF;
 		RAISE EXCEPTION 'token % is already revoked', revoke_token.token_id
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  DETAIL = format('The token was revoked at %s.', was_revoked_at);
+			USING ERRCODE = 'object_not_in_prerequisite_state';
 	END IF;
 	RETURN iapi_tokens.source_json(revoke_token.source_id);
 END

@@ -1,0 +1,63 @@
+-- The extension's catalog contract: comments, volatility, SECURITY DEFINER
+-- hygiene, grants, and pg_dump registration.
+CREATE EXTENSION iapi_tokens;
+
+-- Every function, with its volatility, strictness, parallel safety, and
+-- whether it runs as the owner.
+SELECT p.oid::regprocedure AS function, p.provolatile AS vol, p.proisstrict AS strict,
+	   p.proparallel AS par, p.prosecdef AS definer
+  FROM pg_proc p
+ WHERE p.pronamespace = 'iapi_tokens'::regnamespace
+ ORDER BY p.oid::regprocedure::text;
+
+-- Every SECURITY DEFINER function pins search_path.
+SELECT p.oid::regprocedure AS definer_without_pinned_path
+  FROM pg_proc p
+ WHERE p.pronamespace = 'iapi_tokens'::regnamespace AND p.prosecdef
+   AND NOT coalesce(p.proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp'];
+
+-- Every function, table and sequence has a comment.
+SELECT p.oid::regprocedure AS function_without_comment
+  FROM pg_proc p
+ WHERE p.pronamespace = 'iapi_tokens'::regnamespace
+   AND obj_description(p.oid, 'pg_proc') IS NULL;
+SELECT c.oid::regclass AS table_without_comment
+  FROM pg_class c
+ WHERE c.relnamespace = 'iapi_tokens'::regnamespace AND c.relkind = 'r'
+   AND obj_description(c.oid, 'pg_class') IS NULL;
+
+-- PUBLIC may execute exactly these.
+SELECT p.oid::regprocedure AS public_can_execute
+  FROM pg_proc p
+ WHERE p.pronamespace = 'iapi_tokens'::regnamespace
+   AND EXISTS (SELECT FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+			   WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
+ ORDER BY p.oid::regprocedure::text;
+-- ...and has no privilege on any table or sequence.
+SELECT c.oid::regclass AS public_privilege, a.privilege_type
+  FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+ WHERE c.relnamespace = 'iapi_tokens'::regnamespace AND a.grantee = 0;
+
+-- pg_dump keeps the tables' rows and the sequences' positions.
+SELECT c::regclass::text AS dumped
+  FROM pg_extension, unnest(extconfig) c
+ WHERE extname = 'iapi_tokens' ORDER BY 1;
+SELECT extrelocatable, extnamespace::regnamespace FROM pg_extension
+ WHERE extname = 'iapi_tokens';
+
+-- The GUC prefix is reserved: a typo is an error, not a silent placeholder.
+SET iapi_tokens.last_used_intervall = 0;
+
+-- Dropping and re-creating the extension in the same session works: the
+-- cached relation and plans follow the new objects.
+SELECT id AS tid, access_token AS tok
+  FROM iapi_tokens.generate_token(iapi_tokens.create_source('first_life')) \gset
+SELECT count(*) AS verified FROM iapi_tokens.verify_token(:'tok');
+DROP EXTENSION iapi_tokens;
+CREATE EXTENSION iapi_tokens;
+SELECT count(*) AS old_token_gone FROM iapi_tokens.verify_token(:'tok');
+SELECT id AS tid2, access_token AS tok2
+  FROM iapi_tokens.generate_token(iapi_tokens.create_source('second_life')) \gset
+SELECT count(*) AS verified FROM iapi_tokens.verify_token(:'tok2');
+
+DROP EXTENSION iapi_tokens;
