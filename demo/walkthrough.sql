@@ -1,0 +1,80 @@
+-- The seeds' walkthrough (Stitch Connect "Managing and Revoking Import API
+-- Access Tokens"), played in SQL against a throw-away cluster.
+\set ON_ERROR_STOP on
+\set QUIET on
+\pset format unaligned
+\pset tuples_only on
+CREATE EXTENSION iapi_tokens;
+
+\echo '\n== An Import API source (POST /v4/sources)'
+SELECT iapi_tokens.create_source('import_api_tokens_example',
+								 'Import API tokens example', 116078) AS source_id \gset
+\echo source_id = :source_id
+
+\echo '\n== Generate: step 1, find the source (GET /v4/sources)'
+SELECT jsonb_pretty(jsonb_agg(s)) FROM iapi_tokens.list_sources(116078) s;
+
+\echo '\n== Generate: step 2, create the access token (POST /v4/sources/{source_id}/tokens)'
+SELECT id AS original_id, access_token AS original_token
+  FROM iapi_tokens.generate_token(:source_id, 'original') \gset
+SELECT jsonb_pretty(jsonb_build_object('id', :original_id, 'access_token', :'original_token'));
+\echo 'The plaintext is shown this once; the database keeps only its SHA-256:'
+SELECT '  token_hash = ' || encode(token_hash, 'hex') || E'\n  display_prefix = ' || display_prefix
+  FROM iapi_tokens.tokens WHERE id = :original_id;
+
+\echo '\n== Rotate: step 2, create a second token'
+SELECT id AS new_id, access_token AS new_token
+  FROM iapi_tokens.generate_token(:source_id, 'replacement') \gset
+SELECT jsonb_pretty(jsonb_build_object('id', :new_id, 'access_token', :'new_token'));
+
+\echo '\n== A third active token is refused: at most two per source'
+DO $$
+BEGIN
+	PERFORM iapi_tokens.generate_token(
+		(SELECT id FROM iapi_tokens.sources WHERE name = 'import_api_tokens_example'));
+EXCEPTION WHEN check_violation THEN
+	RAISE NOTICE 'SQLSTATE 23514: %', SQLERRM;
+END $$;
+
+\echo '\n== Rotate: step 3, the token ids, newest first (GET /v4/sources/{source_id}/tokens)'
+SELECT jsonb_pretty(jsonb_agg(jsonb_build_object(
+		'token_id', token_id, 'created_at', iapi_tokens.iso8601(created_at))))
+  FROM iapi_tokens.list_tokens(:source_id);
+
+\echo '\n== Rotate: step 4, the application switches; both tokens verify meanwhile'
+SELECT '  original -> token_id ' || coalesce((SELECT token_id::text FROM iapi_tokens.verify_token(:'original_token')), 'none');
+SELECT '  new      -> token_id ' || coalesce((SELECT token_id::text FROM iapi_tokens.verify_token(:'new_token')), 'none');
+
+\echo '\n== Rotate: step 5, revoke the original (DELETE /v4/sources/{source_id}/tokens/{token_id})'
+SELECT jsonb_pretty(iapi_tokens.revoke_token(:source_id, :original_id));
+
+\echo '\n== Rotate: step 6, only the new token is left'
+SELECT jsonb_pretty(jsonb_agg(token_id)) FROM iapi_tokens.list_tokens(:source_id);
+SELECT '  original -> ' || coalesce((SELECT token_id::text FROM iapi_tokens.verify_token(:'original_token')), 'no row: revoked');
+SELECT '  new      -> token_id ' || coalesce((SELECT token_id::text FROM iapi_tokens.verify_token(:'new_token')), 'none');
+
+\echo '\n== Malformed or look-alike tokens are rejected by their checksum, with no error'
+SELECT '  ' || label || ' -> ' || (SELECT count(*) FROM iapi_tokens.verify_token(t)) || ' rows'
+  FROM (VALUES ('last character changed', left(:'new_token', -1) || 'x'),
+			   ('garbage', 'iapi_hello'),
+			   ('NULL', NULL)) v(label, t);
+
+\echo '\n== Expiry: a token with a 2-second lifetime'
+SELECT id AS short_id, access_token AS short_token
+  FROM iapi_tokens.generate_token(:source_id, 'short-lived', '2 seconds') \gset
+SELECT '  now        -> ' || count(*) || ' row' FROM iapi_tokens.verify_token(:'short_token');
+SELECT pg_sleep(2.1);
+SELECT '  2 s later  -> ' || count(*) || ' rows' FROM iapi_tokens.verify_token(:'short_token');
+
+\echo '\n== Every token of the source, for an audit'
+\pset format aligned
+\pset tuples_only off
+SELECT token_id, display_prefix, description, status,
+	   last_used_at IS NOT NULL AS used
+  FROM iapi_tokens.list_token_details(:source_id, include_inactive => true);
+\pset format unaligned
+\pset tuples_only on
+
+\echo '\n== Delete the source: its tokens are revoked in the same transaction'
+SELECT jsonb_pretty(iapi_tokens.delete_source(:source_id) - 'report_card');
+SELECT '  new token -> ' || count(*) || ' rows' FROM iapi_tokens.verify_token(:'new_token');

@@ -1,0 +1,329 @@
+# Copyright: iapi_tokens authors.
+#
+# No plaintext token reaches the server log, on any path that sees one:
+# generation (including failed generation), verification of good and bad
+# tokens (also as a bind parameter), revocation, the cap error, argument
+# errors, and verification while the token's row is locked; once more with
+# log_min_messages = debug5.
+#
+# Statements are not logged (log_statement = none), and no statement whose
+# text holds a token fails, so any token in the log was put there by the
+# extension itself.
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $token_re = qr/^iapi_[0-9A-Za-z]{39}$/;
+
+my $node = PostgreSQL::Test::Cluster->new('logs');
+$node->init;
+$node->append_conf(
+	'postgresql.conf', q{
+log_statement = none
+log_min_messages = debug1
+log_error_verbosity = verbose
+log_connections = on
+log_disconnections = on
+log_min_error_statement = error
+});
+$node->start;
+
+$node->safe_psql('postgres', 'CREATE EXTENSION iapi_tokens');
+$node->safe_psql('postgres', 'CREATE ROLE app LOGIN');
+
+my @tokens;    # every plaintext the test has seen
+
+sub generate
+{
+	my ($source, $args) = @_;
+	$args = defined $args ? ", $args" : '';
+	my ($id, $token) = split /\|/,
+	  $node->safe_psql('postgres',
+		"SELECT id, access_token FROM iapi_tokens.generate_token($source$args)");
+	like($token, $token_re, "generate_token($source$args) returns a token");
+	push @tokens, $token;
+	return ($id, $token);
+}
+
+# Runs SQL expected to fail; returns stderr.
+sub fails
+{
+	my ($sql, $sqlstate, $name) = @_;
+	my ($ret, $stdout, $stderr) =
+	  $node->psql('postgres', "\\set VERBOSITY verbose\n$sql");
+	is($ret, 3, "$name fails");
+	like($stderr, qr/ERROR:  $sqlstate:/, "$name raises $sqlstate");
+	return ($stderr, $stdout);
+}
+
+# Verifies a token, with last_used_interval = 0 (as superuser) or with the
+# defaults as the ordinary role "app"; checks success, silence and row count.
+sub verify_count
+{
+	my ($token, $name, $expected, $as_app) = @_;
+	my $sql = "SELECT count(*) FROM iapi_tokens.verify_token('$token');";
+	my %params;
+	if ($as_app)
+	{
+		$params{connstr} = $node->connstr('postgres') . ' user=app';
+	}
+	else
+	{
+		$sql = "SET iapi_tokens.last_used_interval = 0;\n$sql";
+	}
+	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, %params);
+	is($ret,    0,         "verify_token($name) succeeds");
+	is($stderr, '',        "verify_token($name) raises nothing");
+	is($stdout, $expected, "verify_token($name) returns $expected row(s)");
+	return;
+}
+
+my $s1 = $node->safe_psql('postgres', q{SELECT iapi_tokens.create_source('log_src')});
+my $s2 = $node->safe_psql('postgres', q{SELECT iapi_tokens.create_source('log_src_two')});
+my $s3 = $node->safe_psql('postgres', q{SELECT iapi_tokens.create_source('log_src_three')});
+
+# ---------------------------------------------------------------------------
+# Generation.
+# ---------------------------------------------------------------------------
+
+my ($t1_id, $t1) = generate($s1, q{'first'});
+my ($t2_id, $t2) = generate($s1, q{'second'});
+my ($t3_id, $t3) = generate($s2, q{'short-lived', '1 second'});
+my ($t4_id, $t4) = generate($s2, q{NULL, '1 year'});
+
+# A token whose insert was rolled back: well-formed but unknown.
+my $unknown = $node->safe_psql('postgres', qq{
+	BEGIN;
+	SELECT access_token FROM iapi_tokens.generate_token($s3);
+	ROLLBACK;
+});
+like($unknown, $token_re, 'a rolled-back generate_token returns a token');
+push @tokens, $unknown;
+
+# The cap error right after a generation in the same transaction: the
+# plaintext of the refused token exists in the backend when the error is
+# raised, and the error carries a CONTEXT.  The replacement token generated
+# just before is printed, then rolled back; it is a plaintext too.
+{
+	my ($cap_err, $cap_out) = fails(qq{
+	BEGIN;
+	SELECT iapi_tokens.revoke_token($s1, $t1_id);
+	SELECT access_token FROM iapi_tokens.generate_token($s1, 'replacement');
+	SELECT access_token FROM iapi_tokens.generate_token($s1, 'one too many');
+	COMMIT;
+}, '23514', 'a third active token in one transaction');
+	like($cap_err, qr/already has 2 active tokens/,
+		'the cap error message reaches the client');
+	my @seen = grep { /^iapi_/ } split /\n/, $cap_out;
+	is(scalar(@seen), 1,
+		'the transaction produced one token before the cap error');
+	like($seen[0] // '', $token_re, '... a well-formed one');
+	push @tokens, @seen;
+}
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM iapi_tokens.tokens WHERE source_id = $s1 AND revoked_at IS NULL"),
+	'2', 'the failed transactions left the source with its two tokens');
+
+# Straight cap error, no transaction block.
+fails("SELECT access_token FROM iapi_tokens.generate_token($s1)",
+	'23514', 'generate_token for a full source');
+$node->safe_psql('postgres', "SELECT iapi_tokens.revoke_token($s1, $t1_id)");
+
+# Failed generations of other kinds.
+fails("SELECT access_token FROM iapi_tokens.generate_token(NULL)",
+	'22004', 'generate_token(NULL)');
+fails("SELECT access_token FROM iapi_tokens.generate_token(999999)",
+	'42704', 'generate_token for an unknown source');
+fails("SELECT access_token FROM iapi_tokens.generate_token($s2, repeat('x', 256))",
+	'22001', 'generate_token with a too-long description');
+fails("SELECT access_token FROM iapi_tokens.generate_token($s2, NULL, '-1 day')",
+	'22023', 'generate_token with a negative lifetime');
+fails("SELECT access_token FROM iapi_tokens.generate_token($s2, NULL, '0 seconds')",
+	'22023', 'generate_token with a zero lifetime');
+fails("LOAD 'iapi_tokens'; SET iapi_tokens.token_prefix = 'bad prefix'",
+	'22023', 'an invalid token prefix');
+
+# A token made with another prefix, by a superuser.
+{
+	my ($id, $token) = split /\|/, $node->safe_psql('postgres', qq{
+		SET iapi_tokens.token_prefix = 'logtest_';
+		SELECT id, access_token FROM iapi_tokens.generate_token($s3);
+	});
+	like($token, qr/^logtest_[0-9A-Za-z]{39}$/, 'generate_token honours token_prefix');
+	push @tokens, $token;
+	verify_count($token, 'a token with another prefix', '1');
+	$node->safe_psql('postgres', "SELECT iapi_tokens.revoke_token($s3, $id)");
+}
+
+# Permission errors: an ordinary role may not generate.
+fails("SET ROLE app; SELECT access_token FROM iapi_tokens.generate_token($s2)",
+	'42501', 'generate_token as a non-superuser');
+
+# ---------------------------------------------------------------------------
+# Verification of every kind of input.
+# ---------------------------------------------------------------------------
+
+$node->poll_query_until('postgres',
+	"SELECT expires_at < clock_timestamp() FROM iapi_tokens.tokens WHERE id = $t3_id")
+  or die 'the one-second token never expired';
+
+my $bad_checksum = $t2;
+substr($bad_checksum, -1, 1) = substr($t2, -1, 1) eq 'A' ? 'B' : 'A';
+my $bad_body = $t2;
+substr($bad_body, 12, 1) = substr($t2, 12, 1) eq 'A' ? 'B' : 'A';
+
+verify_count($t2,           'a valid token',            '1');
+verify_count($t4,           'a valid expiring token',   '1');
+verify_count($t1,           'a revoked token',          '0');
+verify_count($t3,           'an expired token',         '0');
+verify_count($unknown,      'an unknown token',         '0');
+verify_count($bad_checksum, 'a bad checksum',           '0');
+verify_count($bad_body,     'an altered body',          '0');
+verify_count(substr($t2, 0, 30), 'a truncated token',   '0');
+verify_count($t2 . $t2,     'a doubled token',          '0');
+verify_count('iapi_' . ('!' x 39), 'a malformed token', '0');
+verify_count('',            'an empty string',          '0');
+verify_count('x' x 100000,  'a huge string',            '0');
+verify_count($t2, 'a valid token as a non-superuser', '1', 1);
+verify_count($t4, 'a valid token as a non-superuser, default interval', '1', 1);
+verify_count($t1, 'a revoked token as a non-superuser', '0', 1);
+
+# The token passed as a bind parameter through the extended protocol
+# (pgbench -M extended sends :tok as $1), once succeeding and once inside a
+# statement that fails after verify_token has run.
+$node->pgbench(
+	'--no-vacuum --transactions=1 --client=1 --protocol=extended',
+	0,
+	[qr/processed: 1\/1/],
+	[qr/^$/],
+	'verify_token with the token as a bind parameter',
+	{
+		'003_verify_bind' => q{
+SELECT count(*) FROM iapi_tokens.verify_token(:tok);
+}
+	},
+	'--define', "tok=$t2");
+$node->pgbench(
+	'--no-vacuum --transactions=1 --client=1 --protocol=extended',
+	2,
+	[],
+	[qr/division by zero/],
+	'a failing statement with the token as a bind parameter',
+	{
+		'003_verify_bind_fail' => q{
+SELECT (SELECT count(*) FROM iapi_tokens.verify_token(:tok)) / 0;
+}
+	},
+	'--define', "tok=$t4");
+
+# ---------------------------------------------------------------------------
+# verify_token while another session holds the token's row lock: the
+# last_used_at write must neither wait (lock_timeout would fire) nor turn
+# into an error; verification still succeeds.
+# ---------------------------------------------------------------------------
+
+{
+	my $locker = $node->background_psql('postgres');
+	$locker->query_safe(
+		"BEGIN; SELECT id FROM iapi_tokens.tokens WHERE id = $t2_id FOR UPDATE;");
+	my ($ret, $stdout, $stderr) = $node->psql('postgres', qq{
+		\\set VERBOSITY verbose
+		SET iapi_tokens.last_used_interval = 0;
+		SET lock_timeout = '200ms';
+		SELECT count(*) FROM iapi_tokens.verify_token('$t2');
+	});
+	is($ret, 0, 'verify_token with its token row locked succeeds');
+	is($stderr, '', 'verify_token with its token row locked raises nothing');
+	is($stdout, '1', 'verify_token with its token row locked finds the token');
+	$locker->query_safe('ROLLBACK;');
+	$locker->quit;
+}
+
+# ---------------------------------------------------------------------------
+# The same paths with the most verbose server logging, set per session.
+# ---------------------------------------------------------------------------
+
+{
+	my ($ret, $stdout, $stderr) = $node->psql('postgres', qq{
+		SET log_min_messages = debug5;
+		SET iapi_tokens.last_used_interval = 0;
+		SELECT count(*) FROM iapi_tokens.verify_token('$t2');
+		SELECT count(*) FROM iapi_tokens.verify_token('$t1');
+		SELECT count(*) FROM iapi_tokens.verify_token('$bad_checksum');
+		SELECT access_token FROM iapi_tokens.generate_token($s1, 'debug5');
+	});
+	is($ret, 0, 'verification and generation at debug5 succeed');
+	is($stderr, '', 'verification and generation at debug5 raise nothing');
+	my @lines = split /\n/, $stdout;
+	is(join(',', @lines[0 .. 2]), '1,0,0', 'verification at debug5 gives the right answers');
+	like($lines[3] // '', $token_re, 'generation at debug5 returns a token');
+	push @tokens, $lines[3] if defined $lines[3];
+
+	fails("SET log_min_messages = debug5; SELECT access_token FROM iapi_tokens.generate_token($s1)",
+		'23514', 'the cap error at debug5');
+}
+
+# ---------------------------------------------------------------------------
+# Revocation, listing, deletion, and their errors.
+# ---------------------------------------------------------------------------
+
+$node->safe_psql('postgres', "SELECT iapi_tokens.revoke_token($s1, $t2_id)");
+fails("SELECT iapi_tokens.revoke_token($s1, $t2_id)",
+	'55000', 'revoking a revoked token');
+fails("SELECT iapi_tokens.revoke_token($s2, $t2_id)",
+	'42704', 'revoking another source\'s token');
+fails("SELECT iapi_tokens.revoke_token($s1, NULL)",
+	'22004', 'revoke_token with a NULL token id');
+fails("SELECT iapi_tokens.revoke_token(999999, $t2_id)",
+	'42704', 'revoke_token for an unknown source');
+$node->safe_psql('postgres', "SELECT * FROM iapi_tokens.list_tokens($s2)");
+$node->safe_psql('postgres', "SELECT * FROM iapi_tokens.list_token_details($s2, true)");
+$node->safe_psql('postgres', "SELECT iapi_tokens.delete_source($s2)");
+fails("SELECT iapi_tokens.delete_source($s2)",
+	'55000', 'deleting a deleted source');
+fails("SELECT access_token FROM iapi_tokens.generate_token($s2)",
+	'55000', 'generate_token for a deleted source');
+fails("SELECT iapi_tokens.create_source('Bad Name')",
+	'22023', 'create_source with a bad name');
+verify_count($t4, 'a token of a deleted source', '0');
+
+# ---------------------------------------------------------------------------
+# The log.
+# ---------------------------------------------------------------------------
+
+# Make sure everything has been written: stop the server.
+$node->stop;
+
+my $log = slurp_file($node->logfile);
+
+# The log was really being written, at the configured verbosity.
+like($log, qr/ERROR:  23514: source $s1 already has 2 active tokens, the maximum/,
+	'the log holds the cap error');
+like($log, qr/ERROR:  22001: token description is too long/,
+	'the log holds the description error');
+like($log, qr/LOCATION:  /, 'the log is verbose');
+like($log, qr/DEBUG:  /, 'the log has debug messages');
+like($log, qr/connection authorized: user=app/, 'the log has connections');
+unlike($log, qr/LOG:  (?:00000: )?statement: /, 'statements are not logged');
+
+is(scalar(@tokens), 8, 'eight plaintext tokens were seen');
+my %seen;
+foreach my $token (grep { !$seen{$_}++ } @tokens)
+{
+	(my $shown = $token) =~ s/^([a-z]+_[0-9A-Za-z]{4}).*/$1.../;
+	my $random = substr($token, length($token) - 39, 33);
+	unlike($log, qr/\Q$token\E/, "the log does not hold token $shown");
+	unlike($log, qr/\Q$random\E/, "the log does not hold the random part of token $shown");
+	unlike($log, qr/\Q$bad_checksum\E/, "the log does not hold a bad-checksum variant")
+	  if $token eq $t2;
+}
+# Nor any other token-shaped string, such as the plaintext of a refused
+# generation the test never saw.
+unlike($log, qr/(?:iapi|logtest)_[0-9A-Za-z]{20,}/,
+	'the log holds nothing token-shaped');
+
+done_testing();
