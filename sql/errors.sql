@@ -107,6 +107,16 @@ SET iapi_tokens.last_used_interval = 'soon';
 SET iapi_tokens.no_such_setting = 1;
 \echo :LAST_ERROR_SQLSTATE
 
+-- A user trigger that silently skips the insert: no token may be handed out.
+CREATE FUNCTION public.skip_insert() RETURNS trigger LANGUAGE plpgsql
+AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER skip_insert BEFORE INSERT ON iapi_tokens.tokens
+	FOR EACH ROW EXECUTE FUNCTION public.skip_insert();
+SELECT * FROM iapi_tokens.generate_token(:other_sid);
+\echo :LAST_ERROR_SQLSTATE
+DROP TRIGGER skip_insert ON iapi_tokens.tokens;
+DROP FUNCTION public.skip_insert();
+
 -- Direct DML on the table meets the same rules.
 INSERT INTO iapi_tokens.tokens (source_id, token_hash, display_prefix)
 VALUES (-1, sha256('x'), 'x');
