@@ -70,6 +70,30 @@ SELECT count(*) AS null_rows FROM iapi_tokens.verify_token(NULL);
 CREATE TEMP TABLE big AS SELECT repeat('iapi_', 200000) AS candidate;
 SELECT count(*) AS toasted_rows FROM big, iapi_tokens.verify_token(big.candidate);
 
+-- Every way of calling it works: target list, LATERAL, PL/pgSQL, a STABLE
+-- SQL function, and a prepared statement past its switch to a generic plan.
+SELECT (iapi_tokens.verify_token(:'tok')).token_id = :tid AS target_list;
+SELECT count(*) AS lateral_rows
+  FROM (VALUES (:'tok'), ('iapi_nope'), (NULL)) v(t), LATERAL iapi_tokens.verify_token(t);
+DO $$
+DECLARE r record;
+BEGIN
+	SELECT * INTO r FROM iapi_tokens.verify_token('iapi_nope');
+	RAISE NOTICE 'plpgsql: found = %', FOUND;
+END $$;
+CREATE FUNCTION pg_temp.token_owner(t text) RETURNS bigint LANGUAGE sql STABLE
+	AS $$ SELECT source_id FROM iapi_tokens.verify_token(t) $$;
+SELECT pg_temp.token_owner(:'tok') = :sid AS from_stable_function;
+PREPARE verify_stmt(text) AS SELECT token_id FROM iapi_tokens.verify_token($1);
+EXECUTE verify_stmt(:'tok');
+EXECUTE verify_stmt(:'tok');
+EXECUTE verify_stmt(:'tok');
+EXECUTE verify_stmt(:'tok');
+EXECUTE verify_stmt(:'tok');
+EXECUTE verify_stmt(:'tok');
+EXECUTE verify_stmt('iapi_nope');
+DEALLOCATE verify_stmt;
+
 -- The prefix is set by the superuser; tokens made under an old prefix still
 -- verify, because the hash covers the whole token.
 SHOW iapi_tokens.token_prefix;

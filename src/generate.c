@@ -84,10 +84,7 @@ expiry_after(TimestampTz now, Interval *lifetime)
 
 PG_FUNCTION_INFO_V1(iapi_tokens_generate_token);
 
-/*
- * SQL: iapi_tokens.generate_token(source_id bigint, description text,
- *		lifetime interval) RETURNS TABLE (id bigint, access_token text)
- */
+/* SQL: iapi_tokens.generate_token(bigint, text, interval) RETURNS TABLE (id, access_token) */
 Datum
 iapi_tokens_generate_token(PG_FUNCTION_ARGS)
 {

@@ -293,11 +293,7 @@ record_use(const TokenRow *row, TimestampTz now)
 
 PG_FUNCTION_INFO_V1(iapi_tokens_verify_token);
 
-/*
- * SQL: iapi_tokens.verify_token(token text) RETURNS TABLE (token_id bigint,
- *		source_id bigint, created_at timestamptz, expires_at timestamptz,
- *		last_used_at timestamptz)
- */
+/* SQL: iapi_tokens.verify_token(text) RETURNS TABLE (token_id, source_id, ...) */
 Datum
 iapi_tokens_verify_token(PG_FUNCTION_ARGS)
 {
