@@ -38,6 +38,29 @@ SELECT c.oid::regclass AS public_privilege, a.privilege_type
   FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
  WHERE c.relnamespace = 'iapi_tokens'::regnamespace AND a.grantee = 0;
 
+-- Default privileges cannot hand the new objects to anyone: the install
+-- script removes every grant it did not make itself.
+DROP EXTENSION iapi_tokens;
+CREATE ROLE regress_iapi_reader;
+ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO regress_iapi_reader;
+ALTER DEFAULT PRIVILEGES GRANT SELECT ON SEQUENCES TO regress_iapi_reader;
+ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO regress_iapi_reader;
+ALTER DEFAULT PRIVILEGES GRANT CREATE ON SCHEMAS TO regress_iapi_reader;
+CREATE EXTENSION iapi_tokens;
+SELECT has_table_privilege('regress_iapi_reader', 'iapi_tokens.tokens', 'SELECT') AS read_tokens,
+	   has_table_privilege('regress_iapi_reader', 'iapi_tokens.sources', 'SELECT') AS read_sources,
+	   has_sequence_privilege('regress_iapi_reader', 'iapi_tokens.token_id_seq', 'SELECT') AS read_sequence,
+	   has_function_privilege('regress_iapi_reader', 'iapi_tokens.generate_token(bigint,text,interval)', 'EXECUTE') AS generate,
+	   has_function_privilege('regress_iapi_reader', 'iapi_tokens.enforce_token_cap()', 'EXECUTE') AS cap_trigger,
+	   has_schema_privilege('regress_iapi_reader', 'iapi_tokens', 'CREATE') AS create_in_schema,
+	   has_function_privilege('regress_iapi_reader', 'iapi_tokens.verify_token(text)', 'EXECUTE') AS verify;
+ALTER DEFAULT PRIVILEGES REVOKE ALL ON TABLES FROM regress_iapi_reader;
+ALTER DEFAULT PRIVILEGES REVOKE ALL ON SEQUENCES FROM regress_iapi_reader;
+ALTER DEFAULT PRIVILEGES REVOKE ALL ON FUNCTIONS FROM regress_iapi_reader;
+ALTER DEFAULT PRIVILEGES REVOKE ALL ON SCHEMAS FROM regress_iapi_reader;
+ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO PUBLIC;
+DROP ROLE regress_iapi_reader;
+
 -- pg_dump keeps the tables' rows and the sequences' positions.
 SELECT c::regclass::text AS dumped
   FROM pg_extension, unnest(extconfig) c

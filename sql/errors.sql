@@ -90,6 +90,11 @@ SELECT iapi_tokens.delete_source(:sid);
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM iapi_tokens.generate_token(:sid);
 \echo :LAST_ERROR_SQLSTATE
+-- ...not even one that expires at once; nor does a source that does not exist.
+SELECT * FROM iapi_tokens.generate_token(:sid, NULL, '1 microsecond');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM iapi_tokens.generate_token(-1, NULL, '1 microsecond');
+\echo :LAST_ERROR_SQLSTATE
 
 -- Settings
 SET iapi_tokens.token_prefix = 'nounderscore';

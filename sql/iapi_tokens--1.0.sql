@@ -138,13 +138,17 @@ DECLARE
 	source_deleted_at timestamptz;
 	active_count bigint;
 BEGIN
-	IF NEW.revoked_at IS NOT NULL OR NEW.expires_at <= now_ts THEN
-		RETURN NEW;				-- an inactive row never counts
+	IF NEW.revoked_at IS NOT NULL THEN
+		RETURN NEW;				-- a revoked row never counts
 	END IF;
-	IF TG_OP = 'UPDATE' AND OLD.source_id = NEW.source_id
-		AND OLD.revoked_at IS NULL
-		AND (OLD.expires_at IS NULL OR OLD.expires_at > now_ts) THEN
-		RETURN NEW;				-- already counted
+	IF TG_OP = 'UPDATE' THEN
+		IF NEW.expires_at <= now_ts THEN
+			RETURN NEW;			-- nor does an expired one
+		END IF;
+		IF OLD.source_id = NEW.source_id AND OLD.revoked_at IS NULL
+			AND (OLD.expires_at IS NULL OR OLD.expires_at > now_ts) THEN
+			RETURN NEW;			-- already counted
+		END IF;
 	END IF;
 
 	-- A real update of the source row, not a lock: under REPEATABLE READ and
@@ -163,6 +167,12 @@ BEGIN
 		RAISE EXCEPTION 'source % is deleted', NEW.source_id
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  HINT = 'A deleted source accepts no new token.';
+	END IF;
+
+	-- Checked after the source, so that even a token that expires at once
+	-- cannot be added to a deleted or unknown source.
+	IF NEW.expires_at <= now_ts THEN
+		RETURN NEW;
 	END IF;
 
 	SELECT pg_catalog.count(*) INTO active_count
@@ -498,6 +508,41 @@ COMMENT ON FUNCTION iapi_tokens.revoke_token(bigint, bigint) IS
 -- ---------------------------------------------------------------------------
 -- Privileges: PUBLIC may verify and hash, nothing else.
 -- ---------------------------------------------------------------------------
+
+-- ALTER DEFAULT PRIVILEGES may have granted the new objects to other roles;
+-- a token store starts with no grant but its own.
+DO $$
+DECLARE
+	stmt text;
+BEGIN
+	FOR stmt IN
+		SELECT DISTINCT pg_catalog.format('REVOKE ALL ON %s %s FROM %I',
+					CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+					c.oid::pg_catalog.regclass, r.rolname)
+		  FROM pg_catalog.pg_class c,
+			   pg_catalog.aclexplode(c.relacl) a
+		  JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+		 WHERE c.relnamespace = 'iapi_tokens'::pg_catalog.regnamespace
+		   AND a.grantee <> c.relowner
+		UNION
+		SELECT pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %I',
+					p.oid::pg_catalog.regprocedure, r.rolname)
+		  FROM pg_catalog.pg_proc p,
+			   pg_catalog.aclexplode(p.proacl) a
+		  JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+		 WHERE p.pronamespace = 'iapi_tokens'::pg_catalog.regnamespace
+		   AND a.grantee <> p.proowner
+		UNION
+		SELECT pg_catalog.format('REVOKE ALL ON SCHEMA iapi_tokens FROM %I', r.rolname)
+		  FROM pg_catalog.pg_namespace n,
+			   pg_catalog.aclexplode(n.nspacl) a
+		  JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+		 WHERE n.nspname = 'iapi_tokens' AND a.grantee <> n.nspowner
+	LOOP
+		EXECUTE stmt;
+	END LOOP;
+END
+$$;
 
 REVOKE ALL ON ALL TABLES IN SCHEMA iapi_tokens FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA iapi_tokens FROM PUBLIC;

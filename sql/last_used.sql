@@ -47,8 +47,37 @@ CREATE TRIGGER refuse_update BEFORE UPDATE ON iapi_tokens.tokens
 SELECT token_id = :tid AS verified_despite_failed_write
   FROM iapi_tokens.verify_token(:'tok');
 SELECT last_used_at = :'second_use' AS not_written FROM iapi_tokens.tokens WHERE id = :tid;
+-- A full disk only costs the write, too.
+CREATE OR REPLACE FUNCTION public.refuse_update() RETURNS trigger LANGUAGE plpgsql
+AS $$ BEGIN RAISE EXCEPTION 'no space left' USING ERRCODE = 'disk_full'; END $$;
+SELECT token_id = :tid AS verified_despite_full_disk
+  FROM iapi_tokens.verify_token(:'tok');
+-- A cancel is the caller's decision and is not swallowed.
+CREATE OR REPLACE FUNCTION public.refuse_update() RETURNS trigger LANGUAGE plpgsql
+AS $$ BEGIN RAISE EXCEPTION 'canceling statement' USING ERRCODE = 'query_canceled'; END $$;
+SELECT count(*) FROM iapi_tokens.verify_token(:'tok');
+\echo :LAST_ERROR_SQLSTATE
 DROP TRIGGER refuse_update ON iapi_tokens.tokens;
 DROP FUNCTION public.refuse_update();
+SELECT last_used_at = :'second_use' AS not_written FROM iapi_tokens.tokens WHERE id = :tid;
+
+-- One transaction records at most 32 uses, so that its subtransactions never
+-- overflow the 64-entry subxid cache; the rest are recorded later.
+CREATE TEMP TABLE batch AS
+SELECT t.access_token AS token
+  FROM generate_series(1, 20) g,
+	   LATERAL iapi_tokens.create_source('batch_' || g) s(id),
+	   LATERAL generate_series(1, 2) n,
+	   LATERAL iapi_tokens.generate_token(s.id, CASE WHEN n > 0 THEN 'batch' END) t;
+RESET iapi_tokens.last_used_interval;
+BEGIN;
+SELECT count(DISTINCT token) AS verified FROM batch, iapi_tokens.verify_token(batch.token);
+COMMIT;
+SELECT count(last_used_at) AS recorded, count(*) AS tokens
+  FROM iapi_tokens.tokens WHERE description = 'batch';
+SELECT count(DISTINCT token) AS verified FROM batch, iapi_tokens.verify_token(batch.token);
+SELECT count(last_used_at) AS recorded, count(*) AS tokens
+  FROM iapi_tokens.tokens WHERE description = 'batch';
 
 -- -1 turns recording off.
 SET iapi_tokens.last_used_interval = -1;

@@ -92,7 +92,11 @@ iapi_tokens_generate_token(PG_FUNCTION_ARGS)
 	TimestampTz now = GetCurrentTimestamp();
 	char		token[IAPI_TOKEN_MAX + 1];
 	size_t		token_len;
-	uint8		hash[VARHDRSZ + IAPI_HASH_LEN];
+	union
+	{
+		int32		align;		/* SET_VARSIZE writes an int32 */
+		uint8		bytes[VARHDRSZ + IAPI_HASH_LEN];
+	}			hash;
 	Datum		args[6];
 	char		arg_nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	int			ret;
@@ -126,9 +130,9 @@ iapi_tokens_generate_token(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
 	token_len = iapi_token_generate(iapi_token_prefix, token);
-	SET_VARSIZE(hash, VARHDRSZ + IAPI_HASH_LEN);
-	iapi_sha256(token, token_len, hash + VARHDRSZ);
-	args[1] = PointerGetDatum(hash);
+	SET_VARSIZE(hash.bytes, VARHDRSZ + IAPI_HASH_LEN);
+	iapi_sha256(token, token_len, hash.bytes + VARHDRSZ);
+	args[1] = PointerGetDatum(hash.bytes);
 	args[2] = PointerGetDatum(cstring_to_text_with_len(token,
 													   token_len - IAPI_SECRET_CHARS +
 													   IAPI_DISPLAY_BODY_CHARS));

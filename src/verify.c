@@ -9,9 +9,9 @@
  * because an error statement can reach the server log with its parameters.
  *
  * last_used_at is written at most once per iapi_tokens.last_used_interval,
- * never in a read-only transaction or on a standby, never waiting for a row
- * lock, and any failure of that write is swallowed: recording use is best
- * effort, verification is not.
+ * never in a read-only transaction or on a standby, and never after waiting
+ * for a lock: recording use is best effort, verification is not.  Only a
+ * cancel or shutdown (class 57) escapes that write.
  *
  *-------------------------------------------------------------------------
  */
@@ -26,12 +26,15 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "storage/proc.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -58,6 +61,7 @@ typedef struct TokensRelCache
 
 typedef struct TokenRow
 {
+	Oid			relid;
 	Oid			owner;
 	int64		id;
 	int64		source_id;
@@ -69,9 +73,19 @@ typedef struct TokenRow
 	bool		revoked;
 } TokenRow;
 
+/*
+ * Each recorded use costs a subtransaction with its own XID.  More than
+ * PGPROC_MAX_CACHED_SUBXIDS (64) of them in one transaction would overflow
+ * its subxid cache and slow every snapshot in the cluster, so a transaction
+ * records at most this many uses and leaves the rest for later.
+ */
+#define MAX_RECORDED_USES_PER_XACT	32
+
 static TokensRelCache rel_cache;
 static bool callback_registered = false;
 static SPIPlanPtr record_use_plan = NULL;
+static LocalTransactionId uses_lxid = InvalidLocalTransactionId;
+static int	uses_in_xact = 0;
 
 /*
  * Row-locks with SKIP LOCKED, so a verification never waits behind a revoke
@@ -119,13 +133,24 @@ load_rel_cache(void)
 		callback_registered = true;
 	}
 
+	/*
+	 * Valid first: the lookups below may process invalidations, and one that
+	 * arrives meanwhile must leave the cache invalid for the next call.
+	 */
+	rel_cache.valid = true;
 	nsp = get_namespace_oid("iapi_tokens", true);
 	if (!OidIsValid(nsp))
+	{
+		rel_cache.valid = false;
 		return false;
+	}
 	rel_cache.relid = get_relname_relid("tokens", nsp);
 	rel_cache.hash_index = get_relname_relid("tokens_token_hash_key", nsp);
 	if (!OidIsValid(rel_cache.relid) || !OidIsValid(rel_cache.hash_index))
+	{
+		rel_cache.valid = false;
 		return false;
+	}
 
 	rel_cache.att_id = column_number(rel_cache.relid, "id", &ok);
 	rel_cache.att_source_id = column_number(rel_cache.relid, "source_id", &ok);
@@ -133,8 +158,50 @@ load_rel_cache(void)
 	rel_cache.att_expires_at = column_number(rel_cache.relid, "expires_at", &ok);
 	rel_cache.att_last_used_at = column_number(rel_cache.relid, "last_used_at", &ok);
 	rel_cache.att_revoked_at = column_number(rel_cache.relid, "revoked_at", &ok);
-	rel_cache.valid = ok;
+	if (!ok)
+		rel_cache.valid = false;
 	return ok;
+}
+
+/*
+ * Opens the table and its hash index under AccessShareLock.  Locking
+ * processes invalidations (after an ANALYZE, a GRANT, a REINDEX ...), so the
+ * cache is reloaded under the lock and the open retried if it went stale.
+ */
+static bool
+open_tokens(Relation *rel, Relation *index)
+{
+	for (int attempt = 0; attempt < 3; attempt++)
+	{
+		Oid			relid;
+
+		if (!load_rel_cache())
+			return false;
+		relid = rel_cache.relid;
+		*rel = try_relation_open(relid, AccessShareLock);
+		if (*rel == NULL)
+		{
+			rel_cache.valid = false;
+			continue;
+		}
+		if (!load_rel_cache() || rel_cache.relid != relid)
+		{
+			relation_close(*rel, AccessShareLock);
+			continue;
+		}
+		/* The index name follows REINDEX CONCURRENTLY; its old OID may not. */
+		*index = try_relation_open(rel_cache.hash_index, AccessShareLock);
+		if (*index == NULL || (*index)->rd_rel->relkind != RELKIND_INDEX)
+		{
+			if (*index != NULL)
+				relation_close(*index, AccessShareLock);
+			relation_close(*rel, AccessShareLock);
+			rel_cache.valid = false;
+			continue;
+		}
+		return true;
+	}
+	return false;
 }
 
 /* One probe of the unique hash index, under the statement's snapshot. */
@@ -150,18 +217,8 @@ find_token(Datum hash, TokenRow *row)
 	bool		found = false;
 	bool		isnull;
 
-	if (!load_rel_cache())
+	if (!open_tokens(&rel, &index))
 		return false;
-	rel = try_relation_open(rel_cache.relid, AccessShareLock);
-	if (rel == NULL)
-		return false;
-	/* Locking may have processed invalidations for a re-created table. */
-	if (!rel_cache.valid)
-	{
-		relation_close(rel, AccessShareLock);
-		return false;
-	}
-	index = index_open(rel_cache.hash_index, AccessShareLock);
 
 	snapshot = ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot();
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_BYTEAEQ, hash);
@@ -172,6 +229,7 @@ find_token(Datum hash, TokenRow *row)
 	if (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		found = true;
+		row->relid = RelationGetRelid(rel);
 		row->owner = rel->rd_rel->relowner;
 		row->id = DatumGetInt64(slot_getattr(slot, rel_cache.att_id, &isnull));
 		row->source_id = DatumGetInt64(slot_getattr(slot, rel_cache.att_source_id,
@@ -188,7 +246,7 @@ find_token(Datum hash, TokenRow *row)
 
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
-	index_close(index, AccessShareLock);
+	relation_close(index, AccessShareLock);
 	relation_close(rel, AccessShareLock);
 	return found;
 }
@@ -200,20 +258,26 @@ use_is_due(const TokenRow *row, TimestampTz now)
 		return false;
 	if (XactReadOnly || RecoveryInProgress() || IsInParallelMode())
 		return false;
-	return row->last_used_null ||
-		row->last_used_at <= now - (int64) iapi_last_used_interval * USECS_PER_SEC;
+	if (!row->last_used_null &&
+		row->last_used_at > now - (int64) iapi_last_used_interval * USECS_PER_SEC)
+		return false;
+	if (uses_lxid != MyProc->lxid)
+	{
+		uses_lxid = MyProc->lxid;
+		uses_in_xact = 0;
+	}
+	return uses_in_xact < MAX_RECORDED_USES_PER_XACT;
 }
 
-/* Cancels, shutdowns and resource exhaustion must still reach the caller. */
+/*
+ * A cancel, a timeout or a shutdown (class 57) is the user's or the
+ * administrator's decision and must reach the caller; anything else, a full
+ * disk included, only costs the last_used_at write.
+ */
 static bool
 must_propagate(int sqlerrcode)
 {
-	char	   *class = unpack_sql_state(sqlerrcode);
-
-	return strncmp(class, "57", 2) == 0 ||	/* operator intervention */
-		strncmp(class, "53", 2) == 0 || /* insufficient resources */
-		strncmp(class, "58", 2) == 0 || /* system error */
-		strncmp(class, "XX", 2) == 0;	/* internal error */
+	return strncmp(unpack_sql_state(sqlerrcode), "57", 2) == 0;
 }
 
 /* Returns true when last_used_at was written. */
@@ -225,6 +289,11 @@ record_use(const TokenRow *row, TimestampTz now)
 	Oid			save_userid;
 	int			save_sec_context;
 	volatile bool written = false;
+
+	/* The UPDATE would wait behind CREATE INDEX, VACUUM FULL and the like. */
+	if (!ConditionalLockRelationOid(row->relid, RowExclusiveLock))
+		return false;
+	uses_in_xact++;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(caller_context);
@@ -299,7 +368,11 @@ iapi_tokens_verify_token(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	text	   *token;
-	uint8		hash[VARHDRSZ + IAPI_HASH_LEN];
+	union
+	{
+		int32		align;		/* SET_VARSIZE writes an int32 */
+		uint8		bytes[VARHDRSZ + IAPI_HASH_LEN];
+	}			hash;
 	TokenRow	row;
 	TimestampTz now;
 	Datum		values[5];
@@ -314,9 +387,10 @@ iapi_tokens_verify_token(PG_FUNCTION_ARGS)
 	if (!iapi_token_is_well_formed(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token)))
 		return (Datum) 0;
 
-	SET_VARSIZE(hash, VARHDRSZ + IAPI_HASH_LEN);
-	iapi_sha256(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), hash + VARHDRSZ);
-	if (!find_token(PointerGetDatum(hash), &row))
+	SET_VARSIZE(hash.bytes, VARHDRSZ + IAPI_HASH_LEN);
+	iapi_sha256(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token),
+				hash.bytes + VARHDRSZ);
+	if (!find_token(PointerGetDatum(hash.bytes), &row))
 		return (Datum) 0;
 
 	now = GetCurrentTimestamp();
