@@ -220,6 +220,30 @@ RETURN pg_catalog.to_char(pg_catalog.timezone('UTC', ts),
 COMMENT ON FUNCTION iapi_tokens.iso8601(timestamptz) IS
 	'Formats a timestamp as the Connect API does: ISO 8601, UTC, seconds, trailing Z';
 
+CREATE FUNCTION iapi_tokens.require_source(source_id bigint)
+RETURNS iapi_tokens.sources
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s iapi_tokens.sources;
+BEGIN
+	IF require_source.source_id IS NULL THEN
+		RAISE EXCEPTION 'source_id must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT * INTO s FROM iapi_tokens.sources WHERE id = require_source.source_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'source % does not exist', require_source.source_id
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	RETURN s;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens.require_source(bigint) IS
+	'Internal: the source row, or the documented error for a NULL or unknown id';
+
 CREATE FUNCTION iapi_tokens.source_json(source_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
@@ -229,15 +253,7 @@ DECLARE
 	s iapi_tokens.sources;
 	configured boolean;
 BEGIN
-	IF source_json.source_id IS NULL THEN
-		RAISE EXCEPTION 'source_id must not be null'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	SELECT * INTO s FROM iapi_tokens.sources WHERE id = source_json.source_id;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'source % does not exist', source_json.source_id
-			USING ERRCODE = 'undefined_object';
-	END IF;
+	s := iapi_tokens.require_source(source_json.source_id);
 
 	-- The report card's form step is complete once the source has a token.
 	configured := EXISTS (
@@ -390,15 +406,7 @@ LANGUAGE plpgsql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF list_tokens.source_id IS NULL THEN
-		RAISE EXCEPTION 'source_id must not be null'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	PERFORM FROM iapi_tokens.sources s WHERE s.id = list_tokens.source_id;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'source % does not exist', list_tokens.source_id
-			USING ERRCODE = 'undefined_object';
-	END IF;
+	PERFORM iapi_tokens.require_source(list_tokens.source_id);
 	RETURN QUERY
 		SELECT t.id, t.created_at
 		  FROM iapi_tokens.tokens t
@@ -428,15 +436,7 @@ LANGUAGE plpgsql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF list_token_details.source_id IS NULL THEN
-		RAISE EXCEPTION 'source_id must not be null'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	PERFORM FROM iapi_tokens.sources s WHERE s.id = list_token_details.source_id;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'source % does not exist', list_token_details.source_id
-			USING ERRCODE = 'undefined_object';
-	END IF;
+	PERFORM iapi_tokens.require_source(list_token_details.source_id);
 	RETURN QUERY
 		SELECT t.id, t.display_prefix, t.description, t.created_at,
 			   t.expires_at, t.last_used_at, t.revoked_at, v.status
