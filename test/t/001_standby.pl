@@ -73,6 +73,18 @@ sub run_sql
 	return ($ret, $stdout, $stderr);
 }
 
+# Runs SQL on a node and checks that it succeeds, prints nothing on stderr
+# (no error, warning or notice) and prints what is expected.
+sub answers_cleanly
+{
+	my ($node, $sql, $expected, $what, $meaning, %params) = @_;
+	my ($ret, $out, $err) = run_sql($node, $sql, %params);
+	is($ret, 0,  "$what succeeds");
+	is($err, '', "$what raises nothing");
+	is($out, $expected, $meaning);
+	return;
+}
+
 sub last_used_is_null
 {
 	my ($node) = @_;
@@ -85,40 +97,35 @@ sub last_used_is_null
 # On the standby.
 # ---------------------------------------------------------------------------
 
-my ($ret, $out, $err) = run_sql(
+answers_cleanly(
 	$standby, qq{
 	SET iapi_tokens.last_used_interval = 0;
 	SELECT token_id, source_id, last_used_at IS NULL
 	  FROM iapi_tokens.verify_token('$token');
-});
-is($ret, 0, 'standby: verify_token with last_used_interval = 0 succeeds');
-is($err, '', 'standby: verify_token raises no error, warning or notice');
-is($out, "$token_id|$source_id|t",
-	'standby: verify_token returns exactly one row, the right token and source'
-);
+}, "$token_id|$source_id|t",
+	'standby: verify_token with last_used_interval = 0',
+	'standby: verify_token returns exactly one row, the right token and source');
 
 # Twice in one session, and with the default interval as well: the first
 # call may have cached state (plans, the hash) that the second one reuses.
-($ret, $out, $err) = run_sql(
+answers_cleanly(
 	$standby, qq{
 	SET iapi_tokens.last_used_interval = 0;
 	SELECT count(*) FROM iapi_tokens.verify_token('$token');
 	SELECT count(*) FROM iapi_tokens.verify_token('$token');
 	RESET iapi_tokens.last_used_interval;
 	SELECT count(*) FROM iapi_tokens.verify_token('$token');
-});
-is($ret, 0, 'standby: repeated verify_token in one session succeeds');
-is($err, '', 'standby: repeated verify_token raises nothing');
-is($out, "1\n1\n1", 'standby: repeated verify_token finds the token each time');
+}, "1\n1\n1",
+	'standby: repeated verify_token in one session',
+	'standby: repeated verify_token finds the token each time');
 
 # An ordinary role, which can neither set the interval nor write the table.
-($ret, $out, $err) = run_sql(
-	$standby,
-	"SELECT token_id FROM iapi_tokens.verify_token('$token')",
+answers_cleanly(
+	$standby, "SELECT token_id FROM iapi_tokens.verify_token('$token')",
+	$token_id,
+	'standby: verify_token as a non-superuser',
+	'standby: verify_token as a non-superuser finds the token',
 	connstr => $standby->connstr('postgres') . ' user=app');
-is($ret, 0, 'standby: verify_token as a non-superuser succeeds');
-is($err, '', 'standby: verify_token as a non-superuser raises nothing');
-is($out, $token_id, 'standby: verify_token as a non-superuser finds the token');
 
 is(last_used_is_null($standby),
 	't', 'standby: last_used_at is still NULL after verification');
@@ -141,14 +148,13 @@ my %bad = (
 	'lower-cased'               => lc($token));
 foreach my $case (sort keys %bad)
 {
-	($ret, $out, $err) = run_sql(
+	answers_cleanly(
 		$standby, qq{
 		SET iapi_tokens.last_used_interval = 0;
 		SELECT count(*) FROM iapi_tokens.verify_token('$bad{$case}');
-	});
-	is($ret, 0,   "standby: verify_token($case) succeeds");
-	is($err, '',  "standby: verify_token($case) raises nothing");
-	is($out, '0', "standby: verify_token($case) returns no row");
+	}, '0',
+		"standby: verify_token($case)",
+		"standby: verify_token($case) returns no row");
 }
 
 # ---------------------------------------------------------------------------
@@ -158,56 +164,49 @@ foreach my $case (sort keys %bad)
 is(last_used_is_null($primary), 't',
 	'primary: last_used_at is NULL after the standby verifications');
 
-($ret, $out, $err) = run_sql(
+answers_cleanly(
 	$primary, qq{
 	SET iapi_tokens.last_used_interval = 0;
 	BEGIN READ ONLY;
 	SELECT token_id FROM iapi_tokens.verify_token('$token');
 	SELECT 'still in the transaction';
 	COMMIT;
-});
-is($ret, 0,  'primary: verify_token inside BEGIN READ ONLY succeeds');
-is($err, '', 'primary: verify_token inside BEGIN READ ONLY raises nothing');
-is( $out,
-	"$token_id\nstill in the transaction",
-	'primary: verify_token inside BEGIN READ ONLY finds the token and leaves the transaction usable'
-);
+}, "$token_id\nstill in the transaction",
+	'primary: verify_token inside BEGIN READ ONLY',
+	'primary: verify_token inside BEGIN READ ONLY finds the token and leaves the transaction usable');
 is(last_used_is_null($primary),
 	't', 'primary: a read-only transaction did not record last_used_at');
 
-($ret, $out, $err) = run_sql(
+answers_cleanly(
 	$primary, qq{
 	SET iapi_tokens.last_used_interval = 0;
 	SET default_transaction_read_only = on;
 	SELECT token_id FROM iapi_tokens.verify_token('$token');
-});
-is($ret, 0, 'primary: verify_token with default_transaction_read_only succeeds');
-is($err, '', 'primary: verify_token with default_transaction_read_only raises nothing');
-is($out, $token_id,
+}, $token_id,
+	'primary: verify_token with default_transaction_read_only',
 	'primary: verify_token with default_transaction_read_only finds the token');
 is(last_used_is_null($primary), 't',
 	'primary: default_transaction_read_only did not record last_used_at');
 
 # -1 means never, even in a read-write transaction.
-($ret, $out, $err) = run_sql(
+answers_cleanly(
 	$primary, qq{
 	SET iapi_tokens.last_used_interval = -1;
 	SELECT token_id FROM iapi_tokens.verify_token('$token');
-});
-is($ret, 0, 'primary: verify_token with last_used_interval = -1 succeeds');
-is($out, $token_id, 'primary: verify_token with last_used_interval = -1 finds the token');
+}, $token_id,
+	'primary: verify_token with last_used_interval = -1',
+	'primary: verify_token with last_used_interval = -1 finds the token');
 is(last_used_is_null($primary), 't',
 	'primary: last_used_interval = -1 did not record last_used_at');
 
 # A read-write verification with interval 0 records the use.
-($ret, $out, $err) = run_sql(
+answers_cleanly(
 	$primary, qq{
 	SET iapi_tokens.last_used_interval = 0;
 	SELECT token_id FROM iapi_tokens.verify_token('$token');
-});
-is($ret, 0,  'primary: read-write verify_token succeeds');
-is($err, '', 'primary: read-write verify_token raises nothing');
-is($out, $token_id, 'primary: read-write verify_token finds the token');
+}, $token_id,
+	'primary: read-write verify_token',
+	'primary: read-write verify_token finds the token');
 is($primary->safe_psql('postgres',
 		"SELECT last_used_at IS NOT NULL AND last_used_at <= clock_timestamp() FROM iapi_tokens.tokens WHERE id = $token_id"),
 	't', 'primary: read-write verification with interval 0 recorded last_used_at');
@@ -217,14 +216,13 @@ $primary->wait_for_catchup($standby);
 is( $standby->safe_psql('postgres',
 		"SELECT last_used_at IS NOT NULL FROM iapi_tokens.tokens WHERE id = $token_id"),
 	't', 'standby: the recorded last_used_at replicated');
-($ret, $out, $err) = run_sql(
+answers_cleanly(
 	$standby, qq{
 	SET iapi_tokens.last_used_interval = 0;
 	SELECT token_id, last_used_at IS NOT NULL FROM iapi_tokens.verify_token('$token');
-});
-is($ret, 0, 'standby: verify_token of a used token succeeds');
-is($err, '', 'standby: verify_token of a used token raises nothing');
-is($out, "$token_id|t", 'standby: verify_token reports the replicated last_used_at');
+}, "$token_id|t",
+	'standby: verify_token of a used token',
+	'standby: verify_token reports the replicated last_used_at');
 
 # ---------------------------------------------------------------------------
 # Revocation replicates: the standby stops verifying the token.
@@ -237,14 +235,13 @@ is( $primary->safe_psql('postgres',
 	'0', 'primary: a revoked token no longer verifies');
 $primary->wait_for_catchup($standby);
 
-($ret, $out, $err) = run_sql(
+answers_cleanly(
 	$standby, qq{
 	SET iapi_tokens.last_used_interval = 0;
 	SELECT count(*) FROM iapi_tokens.verify_token('$token');
-});
-is($ret, 0,   'standby: verify_token of a revoked token succeeds');
-is($err, '',  'standby: verify_token of a revoked token raises nothing');
-is($out, '0', 'standby: a token revoked on the primary no longer verifies');
+}, '0',
+	'standby: verify_token of a revoked token',
+	'standby: a token revoked on the primary no longer verifies');
 
 $standby->stop;
 $primary->stop;
