@@ -63,7 +63,7 @@ SELECT '  ' || label || ' -> ' || (SELECT count(*) FROM iapi_tokens.verify_token
 SELECT id AS short_id, access_token AS short_token
   FROM iapi_tokens.generate_token(:source_id, 'short-lived', '2 seconds') \gset
 SELECT '  now        -> ' || count(*) || ' row' FROM iapi_tokens.verify_token(:'short_token');
-SELECT pg_sleep(2.1);
+SELECT pg_sleep(2.1) \g /dev/null
 SELECT '  2 s later  -> ' || count(*) || ' rows' FROM iapi_tokens.verify_token(:'short_token');
 
 \echo '\n== Every token of the source, for an audit'
