@@ -14,6 +14,9 @@
 
 #include "iapi_tokens.h"
 
+StaticAssertDecl(IAPI_RANDOM_BYTES % 4 == 0,
+				 "base62_decode works in 32-bit limbs");
+
 static const char base62_digits[] =
 "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -53,30 +56,48 @@ base62_encode(const uint8 *bytes, int nbytes, char *out, int ndigits)
 	explicit_bzero(work, sizeof(work));
 }
 
-/* The inverse; false on a non-digit or a value that needs more bytes. */
+/*
+ * The inverse; false on a non-digit or a value that needs more bytes.  On
+ * the verification path, so it works in 32-bit limbs with 64-bit products
+ * rather than a byte at a time.
+ */
 static bool
 base62_decode(const char *in, int ndigits, uint8 *bytes, int nbytes)
 {
-	memset(bytes, 0, nbytes);
-	for (int i = 0; i < ndigits; i++)
+	uint32		limbs[IAPI_RANDOM_BYTES / 4] = {0};	/* least significant first */
+	int			nlimbs = nbytes / 4;
+	bool		ok = true;
+
+	Assert(nbytes % 4 == 0 && nbytes <= IAPI_RANDOM_BYTES);
+	for (int i = 0; i < ndigits && ok; i++)
 	{
 		int			digit = base62_value(in[i]);
-		uint32		carry;
+		uint64		carry;
 
 		if (digit < 0)
-			return false;
-		carry = (uint32) digit;
-		for (int j = nbytes - 1; j >= 0; j--)
 		{
-			uint32		acc = (uint32) bytes[j] * 62 + carry;
-
-			bytes[j] = (uint8) (acc & 0xFF);
-			carry = acc >> 8;
+			ok = false;
+			break;
 		}
-		if (carry != 0)
-			return false;
+		carry = (uint64) digit;
+		for (int j = 0; j < nlimbs; j++)
+		{
+			uint64		acc = (uint64) limbs[j] * 62 + carry;
+
+			limbs[j] = (uint32) acc;
+			carry = acc >> 32;
+		}
+		ok = (carry == 0);
 	}
-	return true;
+
+	for (int j = 0; ok && j < nbytes; j++)
+	{
+		int			from_lsb = nbytes - 1 - j;
+
+		bytes[j] = (uint8) (limbs[from_lsb / 4] >> (8 * (from_lsb % 4)));
+	}
+	explicit_bzero(limbs, sizeof(limbs));
+	return ok;
 }
 
 static pg_crc32
