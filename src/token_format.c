@@ -58,8 +58,8 @@ base62_encode(const uint8 *bytes, int nbytes, char *out, int ndigits)
 
 /*
  * The inverse; false on a non-digit or a value that needs more bytes.  On
- * the verification path, so it works in 32-bit limbs with 64-bit products
- * rather than a byte at a time.
+ * the verification path, so it works in 32-bit limbs and folds five digits
+ * at a time (62^5 < 2^32) into each multiply-and-add pass.
  */
 static bool
 base62_decode(const char *in, int ndigits, uint8 *bytes, int nbytes)
@@ -67,22 +67,30 @@ base62_decode(const char *in, int ndigits, uint8 *bytes, int nbytes)
 	uint32		limbs[IAPI_RANDOM_BYTES / 4] = {0};	/* least significant first */
 	int			nlimbs = nbytes / 4;
 	bool		ok = true;
+	int			i = 0;
 
 	Assert(nbytes % 4 == 0 && nbytes <= IAPI_RANDOM_BYTES);
-	for (int i = 0; i < ndigits && ok; i++)
+	while (ok && i < ndigits)
 	{
-		int			digit = base62_value(in[i]);
+		int			take = Min(5, ndigits - i);
+		uint32		chunk = 0;
+		uint32		scale = 1;
 		uint64		carry;
 
-		if (digit < 0)
+		for (int k = 0; k < take; k++, i++)
 		{
-			ok = false;
-			break;
+			int			digit = base62_value(in[i]);
+
+			if (digit < 0)
+				return false;	/* limbs hold nothing secret yet */
+			chunk = chunk * 62 + (uint32) digit;
+			scale *= 62;
 		}
-		carry = (uint64) digit;
+
+		carry = chunk;
 		for (int j = 0; j < nlimbs; j++)
 		{
-			uint64		acc = (uint64) limbs[j] * 62 + carry;
+			uint64		acc = (uint64) limbs[j] * scale + carry;
 
 			limbs[j] = (uint32) acc;
 			carry = acc >> 32;
