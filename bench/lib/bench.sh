@@ -138,12 +138,15 @@ EOF
 # Each first verification writes last_used_at, so afterwards every token was
 # used within last_used_interval and (a) measures the steady state.
 say "warm-up: verifying all $TOKENS tokens once"
-for ((w = 0; w < SETUP_JOBS; w++)); do : >"$WORK/warm_$w.sql"; done
+# bench.warm commits every 32 verifications; those commits need not wait for
+# the disk.
+for ((w = 0; w < SETUP_JOBS; w++)); do
+	echo "SET synchronous_commit = off;" >"$WORK/warm_$w.sql"
+done
 b=0
 for ((lo = 1; lo <= TOKENS; lo += WARM_BATCH)); do
 	hi=$((lo + WARM_BATCH - 1))
-	echo "SELECT count(*) FROM bench.plain p CROSS JOIN LATERAL iapi_tokens.verify_token(p.token) v WHERE p.i BETWEEN $lo AND $hi;" \
-		>>"$WORK/warm_$((b % SETUP_JOBS)).sql"
+	echo "CALL bench.warm($lo, $hi);" >>"$WORK/warm_$((b % SETUP_JOBS)).sql"
 	b=$((b + 1))
 done
 t_warm=$(now)
@@ -338,10 +341,14 @@ report() {
 	else
 		echo "(e) used $fresh_used of $FRESH fresh sources."
 	fi
-	if [ "$verified" != "$TOKENS" ] || [ "$never_used" != 0 ]; then
-		echo "WARNING: in the warm-up verify_token returned a row for $verified of $TOKENS valid tokens;"
-		echo "         $never_used tokens have no last_used_at.  Every token is real and unrevoked, so"
-		echo "         each missing row is a valid token that verify_token rejected."
+	if [ "$verified" != "$TOKENS" ]; then
+		echo "WARNING: in the warm-up verify_token returned a row for $verified of $TOKENS valid tokens."
+		echo "         Every token is real and unrevoked, so each missing row is a valid token that"
+		echo "         verify_token rejected."
+	fi
+	if [ "$never_used" != 0 ]; then
+		echo "WARNING: after the warm-up $never_used tokens have no last_used_at, so (a) is not a steady"
+		echo "         state: those calls write."
 	fi
 	echo "raw figures: $RAW (a0s, cs there are (a0*), (c*) here)"
 	echo "pgbench output: $LOG; plans and sizes: $EXPLAIN"
