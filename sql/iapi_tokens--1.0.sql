@@ -364,28 +364,16 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	now_ts timestamptz := clock_timestamp();
-	was_deleted_at timestamptz;
 BEGIN
-	IF delete_source.source_id IS NULL THEN
-		RAISE EXCEPTION 'source_id must not be null'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	SELECT s.deleted_at INTO was_deleted_at
-	  FROM iapi_tokens.sources s
-	 WHERE s.id = delete_source.source_id
-	   FOR NO KEY UPDATE;
+	UPDATE iapi_tokens.sources s
+	   SET deleted_at = now_ts, updated_at = now_ts
+	 WHERE s.id = delete_source.source_id AND s.deleted_at IS NULL;
 	IF NOT FOUND THEN
-		RAISE EXCEPTION 'source % does not exist', delete_source.source_id
-			USING ERRCODE = 'undefined_object';
-	END IF;
-	IF was_deleted_at IS NOT NULL THEN
+		-- Raises for a NULL or unknown id; otherwise the source was deleted.
+		PERFORM iapi_tokens.require_source(delete_source.source_id);
 		RAISE EXCEPTION 'source % is already deleted', delete_source.source_id
 			USING ERRCODE = 'object_not_in_prerequisite_state';
 	END IF;
-
-	UPDATE iapi_tokens.sources s
-	   SET deleted_at = now_ts, updated_at = now_ts
-	 WHERE s.id = delete_source.source_id;
 	UPDATE iapi_tokens.tokens t
 	   SET revoked_at = now_ts
 	 WHERE t.source_id = delete_source.source_id AND t.revoked_at IS NULL;
@@ -462,22 +450,17 @@ AS $$
 DECLARE
 	now_ts timestamptz := clock_timestamp();
 BEGIN
-	IF revoke_token.source_id IS NULL THEN
-		RAISE EXCEPTION 'source_id must not be null'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF revoke_token.token_id IS NULL THEN
-		RAISE EXCEPTION 'token_id must not be null'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-
 	-- Source row first, token row second: the order generate_token takes.
 	UPDATE iapi_tokens.sources s
 	   SET updated_at = greatest(s.updated_at, now_ts)
 	 WHERE s.id = revoke_token.source_id;
 	IF NOT FOUND THEN
-		RAISE EXCEPTION 'source % does not exist', revoke_token.source_id
-			USING ERRCODE = 'undefined_object';
+		-- Raises for a NULL or unknown id.
+		PERFORM iapi_tokens.require_source(revoke_token.source_id);
+	END IF;
+	IF revoke_token.token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 
 	UPDATE iapi_tokens.tokens t
