@@ -13,6 +13,7 @@ OBJS = \
 	src/token_format.o \
 	src/hash.o \
 	src/generate.o \
+	src/saved_plan.o \
 	src/verify.o
 
 DATA = sql/iapi_tokens--1.0.sql

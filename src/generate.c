@@ -27,27 +27,8 @@ static const char insert_sql[] =
 "INSERT INTO iapi_tokens.tokens"
 " (source_id, token_hash, display_prefix, description, created_at, expires_at)"
 " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
-
-static SPIPlanPtr
-get_insert_plan(void)
-{
-	if (insert_plan == NULL)
-	{
-		Oid			argtypes[6] = {INT8OID, BYTEAOID, TEXTOID, TEXTOID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID};
-		SPIPlanPtr	plan = SPI_prepare(insert_sql, 6, argtypes);
-
-		if (plan == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_SCHEMA_DEFINITION),
-					 errmsg("could not prepare the token insert: %s",
-							SPI_result_code_string(SPI_result)),
-					 errhint("Is the iapi_tokens extension installed in this database?")));
-		SPI_keepplan(plan);
-		insert_plan = plan;
-	}
-	return insert_plan;
-}
+static Oid	insert_argtypes[6] = {INT8OID, BYTEAOID, TEXTOID, TEXTOID,
+TIMESTAMPTZOID, TIMESTAMPTZOID};
 
 static void
 check_description(text *description)
@@ -138,7 +119,9 @@ iapi_tokens_generate_token(PG_FUNCTION_ARGS)
 													   IAPI_DISPLAY_BODY_CHARS));
 
 	SPI_connect();
-	ret = SPI_execute_plan(get_insert_plan(), args, arg_nulls, false, 1);
+	ret = SPI_execute_plan(iapi_saved_plan(&insert_plan, insert_sql, 6,
+										   insert_argtypes, "the token insert"),
+						   args, arg_nulls, false, 1);
 	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),

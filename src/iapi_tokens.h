@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "common/sha2.h"
+#include "executor/spi.h"
 
 /*
  * A token is <prefix><body><checksum>.  The body is IAPI_RANDOM_BYTES from
@@ -41,5 +42,9 @@ extern bool iapi_token_is_well_formed(const char *token, size_t len);
 
 /* hash.c */
 extern void iapi_sha256(const char *data, size_t len, uint8 *digest);
+
+/* saved_plan.c */
+extern SPIPlanPtr iapi_saved_plan(SPIPlanPtr *plan, const char *sql,
+								  int nargs, Oid *argtypes, const char *what);
 
 #endif							/* IAPI_TOKENS_H */

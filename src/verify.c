@@ -84,6 +84,7 @@ typedef struct TokenRow
 static TokensRelCache rel_cache;
 static bool callback_registered = false;
 static SPIPlanPtr record_use_plan = NULL;
+static Oid	record_use_argtypes[3] = {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 static LocalTransactionId uses_lxid = InvalidLocalTransactionId;
 static int	uses_in_xact = 0;
 
@@ -251,15 +252,15 @@ find_token(Datum hash, TokenRow *row)
 	return found;
 }
 
+/* due_before: a last use at or before it is old enough to record anew. */
 static bool
-use_is_due(const TokenRow *row, TimestampTz now)
+use_is_due(const TokenRow *row, TimestampTz due_before)
 {
 	if (iapi_last_used_interval < 0)
 		return false;
 	if (XactReadOnly || RecoveryInProgress() || IsInParallelMode())
 		return false;
-	if (!row->last_used_null &&
-		row->last_used_at > now - (int64) iapi_last_used_interval * USECS_PER_SEC)
+	if (!row->last_used_null && row->last_used_at > due_before)
 		return false;
 	if (uses_lxid != MyProc->lxid)
 	{
@@ -282,7 +283,7 @@ must_propagate(int sqlerrcode)
 
 /* Returns true when last_used_at was written. */
 static bool
-record_use(const TokenRow *row, TimestampTz now)
+record_use(const TokenRow *row, TimestampTz now, TimestampTz due_before)
 {
 	MemoryContext caller_context = CurrentMemoryContext;
 	ResourceOwner caller_owner = CurrentResourceOwner;
@@ -311,23 +312,12 @@ record_use(const TokenRow *row, TimestampTz now)
 
 		args[0] = Int64GetDatum(row->id);
 		args[1] = TimestampTzGetDatum(now);
-		args[2] = TimestampTzGetDatum(now - (int64) Max(iapi_last_used_interval, 0) *
-									  USECS_PER_SEC);
+		args[2] = TimestampTzGetDatum(due_before);
 		SPI_connect();
-		if (record_use_plan == NULL)
-		{
-			Oid			argtypes[3] = {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
-			SPIPlanPtr	plan = SPI_prepare(record_use_sql, 3, argtypes);
-
-			if (plan == NULL)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_SCHEMA_DEFINITION),
-						 errmsg("could not prepare the last_used_at update: %s",
-								SPI_result_code_string(SPI_result))));
-			SPI_keepplan(plan);
-			record_use_plan = plan;
-		}
-		ret = SPI_execute_plan(record_use_plan, args, NULL, false, 0);
+		ret = SPI_execute_plan(iapi_saved_plan(&record_use_plan, record_use_sql, 3,
+											   record_use_argtypes,
+											   "the last_used_at update"),
+							   args, NULL, false, 0);
 		written = (ret == SPI_OK_UPDATE && SPI_processed == 1);
 		SPI_finish();
 
@@ -375,6 +365,7 @@ iapi_tokens_verify_token(PG_FUNCTION_ARGS)
 	}			hash;
 	TokenRow	row;
 	TimestampTz now;
+	TimestampTz due_before;
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
 
@@ -397,7 +388,8 @@ iapi_tokens_verify_token(PG_FUNCTION_ARGS)
 	if (row.revoked || (!row.expires_null && row.expires_at <= now))
 		return (Datum) 0;
 
-	if (use_is_due(&row, now) && record_use(&row, now))
+	due_before = now - (int64) iapi_last_used_interval * USECS_PER_SEC;
+	if (use_is_due(&row, due_before) && record_use(&row, now, due_before))
 	{
 		row.last_used_at = now;
 		row.last_used_null = false;
