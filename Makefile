@@ -12,11 +12,14 @@ OBJS = \
 	src/iapi_tokens.o \
 	src/token_format.o \
 	src/hash.o \
-	src/generate.o \
+	src/mint.o \
+	src/run_as_owner.o \
+	src/source_tokens.o \
+	src/access_tokens.o \
 	src/saved_plan.o \
 	src/verify.o
 
-DATA = sql/iapi_tokens--1.0.sql
+DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql
 
 # pg_regress reads sql/<test>.sql and expected/<test>.out from the top level;
 # the install script sql/iapi_tokens--*.sql is never named as a test.

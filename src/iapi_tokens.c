@@ -18,6 +18,8 @@ PG_MODULE_MAGIC;
 
 char	   *iapi_token_prefix = NULL;
 int			iapi_last_used_interval = 600;
+int			iapi_max_lifetime = 0;
+static int	iapi_max_tokens_per_owner = 0;
 
 void		_PG_init(void);
 
@@ -57,6 +59,28 @@ _PG_init(void)
 							-1, INT_MAX,
 							PGC_SUSET,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	/* Superuser-only: it is a security policy. */
+	DefineCustomIntVariable("iapi_tokens.max_lifetime",
+							"Longest lifetime of a new personal access token.",
+							"0 allows any lifetime, and tokens that never expire.",
+							&iapi_max_lifetime,
+							0,
+							0, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	/* Read by the cap trigger with current_setting(). */
+	DefineCustomIntVariable("iapi_tokens.max_tokens_per_owner",
+							"Maximum number of active personal access tokens per role.",
+							"0 means no limit.",
+							&iapi_max_tokens_per_owner,
+							0,
+							0, INT_MAX,
+							PGC_SUSET,
+							0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("iapi_tokens");

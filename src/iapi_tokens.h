@@ -12,6 +12,7 @@
 
 #include "common/sha2.h"
 #include "executor/spi.h"
+#include "fmgr.h"
 
 /*
  * A token is <prefix><body><checksum>.  The body is IAPI_RANDOM_BYTES from
@@ -34,11 +35,49 @@
 /* GUCs, defined in iapi_tokens.c */
 extern char *iapi_token_prefix;
 extern int	iapi_last_used_interval;
+extern int	iapi_max_lifetime;
+
+/* A freshly generated token: the plaintext, and what is stored of it. */
+typedef struct MintedToken
+{
+	char		text[IAPI_TOKEN_MAX + 1];
+	size_t		len;
+	union
+	{
+		int32		align;		/* SET_VARSIZE writes an int32 */
+		uint8		bytes[VARHDRSZ + IAPI_HASH_LEN];
+	}			hash;			/* a bytea datum */
+	text	   *display_prefix;
+} MintedToken;
+
+/*
+ * A fixed statement run as the owner of the extension's tables, prepared
+ * once per backend.  The functions it calls are owner-only.
+ */
+typedef struct OwnerStatement
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[8];
+	const char *what;			/* for the error when it cannot be prepared */
+	SPIPlanPtr	plan;
+} OwnerStatement;
 
 /* token_format.c */
 extern bool iapi_prefix_is_valid(const char *prefix, size_t len);
 extern size_t iapi_token_generate(const char *prefix, char *token);
 extern bool iapi_token_is_well_formed(const char *token, size_t len);
+
+/* mint.c */
+extern bool iapi_minting;
+extern void iapi_mint_token(MintedToken *minted);
+extern void iapi_check_description(text *description);
+
+/* run_as_owner.c */
+extern uint64 iapi_run_as_owner(FunctionCallInfo fcinfo, OwnerStatement *stmt,
+								Datum *args, const char *nulls,
+								MintedToken *minted, int token_column);
+extern void iapi_require_stored(uint64 rows);
 
 /* hash.c */
 extern void iapi_sha256(const char *data, size_t len, uint8 *digest);

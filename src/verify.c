@@ -35,13 +35,16 @@
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "storage/proc.h"
+#include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 #include "iapi_tokens.h"
 
@@ -57,6 +60,9 @@ typedef struct TokensRelCache
 	AttrNumber	att_expires_at;
 	AttrNumber	att_last_used_at;
 	AttrNumber	att_revoked_at;
+	/* 1.1 columns: InvalidAttrNumber on a 1.0 table */
+	AttrNumber	att_owner_role;
+	AttrNumber	att_token_uuid;
 } TokensRelCache;
 
 typedef struct TokenRow
@@ -65,11 +71,16 @@ typedef struct TokenRow
 	Oid			owner;
 	int64		id;
 	int64		source_id;
+	Oid			owner_role;
+	Datum		token_uuid;
 	TimestampTz created_at;
 	TimestampTz expires_at;
 	TimestampTz last_used_at;
 	bool		expires_null;
 	bool		last_used_null;
+	bool		source_null;
+	bool		owner_null;
+	bool		uuid_null;
 	bool		revoked;
 } TokenRow;
 
@@ -159,6 +170,8 @@ load_rel_cache(void)
 	rel_cache.att_expires_at = column_number(rel_cache.relid, "expires_at", &ok);
 	rel_cache.att_last_used_at = column_number(rel_cache.relid, "last_used_at", &ok);
 	rel_cache.att_revoked_at = column_number(rel_cache.relid, "revoked_at", &ok);
+	rel_cache.att_owner_role = get_attnum(rel_cache.relid, "owner_role");
+	rel_cache.att_token_uuid = get_attnum(rel_cache.relid, "token_uuid");
 	if (!ok)
 		rel_cache.valid = false;
 	return ok;
@@ -234,7 +247,20 @@ find_token(Datum hash, TokenRow *row)
 		row->owner = rel->rd_rel->relowner;
 		row->id = DatumGetInt64(slot_getattr(slot, rel_cache.att_id, &isnull));
 		row->source_id = DatumGetInt64(slot_getattr(slot, rel_cache.att_source_id,
-													&isnull));
+													&row->source_null));
+		row->owner_null = row->uuid_null = true;
+		if (rel_cache.att_owner_role != InvalidAttrNumber)
+			row->owner_role = DatumGetObjectId(slot_getattr(slot, rel_cache.att_owner_role,
+															&row->owner_null));
+		/* uuid is by reference: copy it out of the slot. */
+		if (rel_cache.att_token_uuid != InvalidAttrNumber)
+		{
+			Datum		uuid = slot_getattr(slot, rel_cache.att_token_uuid,
+											&row->uuid_null);
+
+			if (!row->uuid_null)
+				row->token_uuid = datumCopy(uuid, false, UUID_LEN);
+		}
 		row->created_at = DatumGetTimestampTz(slot_getattr(slot, rel_cache.att_created_at,
 														   &isnull));
 		row->expires_at = DatumGetTimestampTz(slot_getattr(slot, rel_cache.att_expires_at,
@@ -350,54 +376,108 @@ record_use(const TokenRow *row, TimestampTz now, TimestampTz due_before)
 	return written;
 }
 
-PG_FUNCTION_INFO_V1(iapi_tokens_verify_token);
-
-/* SQL: iapi_tokens.verify_token(text) RETURNS TABLE (token_id, source_id, ...) */
-Datum
-iapi_tokens_verify_token(PG_FUNCTION_ARGS)
+/*
+ * The valid, active token's row, or false.  A personal token whose owner role
+ * was dropped is not valid: nobody is left for it to authenticate.
+ */
+static bool
+verify(FunctionCallInfo fcinfo, TokenRow *row)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	text	   *token;
 	union
 	{
 		int32		align;		/* SET_VARSIZE writes an int32 */
 		uint8		bytes[VARHDRSZ + IAPI_HASH_LEN];
 	}			hash;
-	TokenRow	row;
 	TimestampTz now;
 	TimestampTz due_before;
-	Datum		values[5];
-	bool		nulls[5] = {false, false, false, false, false};
-
-	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
 	/* Size first, so a huge or toasted value is never detoasted. */
 	if (toast_raw_datum_size(PG_GETARG_DATUM(0)) > VARHDRSZ + IAPI_TOKEN_MAX)
-		return (Datum) 0;
+		return false;
 	token = PG_GETARG_TEXT_PP(0);
 	if (!iapi_token_is_well_formed(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token)))
-		return (Datum) 0;
+		return false;
 
 	SET_VARSIZE(hash.bytes, VARHDRSZ + IAPI_HASH_LEN);
 	iapi_sha256(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token),
 				hash.bytes + VARHDRSZ);
-	if (!find_token(PointerGetDatum(hash.bytes), &row))
-		return (Datum) 0;
+	if (!find_token(PointerGetDatum(hash.bytes), row))
+		return false;
 
 	now = GetCurrentTimestamp();
-	if (row.revoked || (!row.expires_null && row.expires_at <= now))
-		return (Datum) 0;
+	if (row->revoked || (!row->expires_null && row->expires_at <= now))
+		return false;
+	if (!row->owner_null &&
+		!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(row->owner_role)))
+		return false;
 
 	due_before = now - (int64) iapi_last_used_interval * USECS_PER_SEC;
-	if (use_is_due(&row, due_before) && record_use(&row, now, due_before))
+	if (use_is_due(row, due_before) && record_use(row, now, due_before))
 	{
-		row.last_used_at = now;
-		row.last_used_null = false;
+		row->last_used_at = now;
+		row->last_used_null = false;
 	}
+	return true;
+}
+
+PG_FUNCTION_INFO_V1(iapi_tokens_verify_token_1_1);
+
+/* SQL: iapi_tokens.verify_token(text) RETURNS TABLE (token_id, source_id, ..., owner, access_token_id) */
+Datum
+iapi_tokens_verify_token_1_1(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TokenRow	row;
+	Datum		values[7];
+	bool		nulls[7];
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (!verify(fcinfo, &row))
+		return (Datum) 0;
 
 	values[0] = Int64GetDatum(row.id);
+	nulls[0] = false;
 	values[1] = Int64GetDatum(row.source_id);
+	nulls[1] = row.source_null;
 	values[2] = TimestampTzGetDatum(row.created_at);
+	nulls[2] = false;
+	values[3] = TimestampTzGetDatum(row.expires_at);
+	nulls[3] = row.expires_null;
+	values[4] = TimestampTzGetDatum(row.last_used_at);
+	nulls[4] = row.last_used_null;
+	values[5] = ObjectIdGetDatum(row.owner_role);
+	nulls[5] = row.owner_null;
+	values[6] = row.token_uuid;
+	nulls[6] = row.uuid_null;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(iapi_tokens_verify_token);
+
+/*
+ * SQL (1.0): iapi_tokens.verify_token(text) RETURNS TABLE (token_id, source_id, ...)
+ * Kept so that a 1.0 installation keeps verifying until it is updated.
+ */
+Datum
+iapi_tokens_verify_token(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TokenRow	row;
+	Datum		values[5];
+	bool		nulls[5];
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (!verify(fcinfo, &row))
+		return (Datum) 0;
+
+	values[0] = Int64GetDatum(row.id);
+	nulls[0] = false;
+	values[1] = Int64GetDatum(row.source_id);
+	nulls[1] = row.source_null;
+	values[2] = TimestampTzGetDatum(row.created_at);
+	nulls[2] = false;
 	values[3] = TimestampTzGetDatum(row.expires_at);
 	nulls[3] = row.expires_null;
 	values[4] = TimestampTzGetDatum(row.last_used_at);
