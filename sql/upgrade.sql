@@ -1,0 +1,93 @@
+-- ALTER EXTENSION UPDATE from 1.0 keeps the tokens, their verification and
+-- the grants users made, and ends in the same catalog state as a fresh 1.1.
+\set SHOW_CONTEXT never
+CREATE ROLE regress_iapi_app NOLOGIN;
+
+-- A fresh install.
+CREATE EXTENSION iapi_tokens;
+
+-- (Created here, as its body names the schema.)  The catalog fingerprint of an installation: every object of the
+-- extension, with its definition, volatility, security, settings and ACL.
+CREATE FUNCTION public.iapi_fingerprint() RETURNS TABLE (object text, state text)
+LANGUAGE sql AS $$
+	SELECT p.oid::regprocedure::text,
+		   concat_ws(' | ', p.provolatile, p.prosecdef, p.proisstrict, p.proparallel,
+					 p.proconfig::text, p.proacl::text, pg_get_function_result(p.oid),
+					 md5(p.prosrc), obj_description(p.oid, 'pg_proc') IS NOT NULL)
+	  FROM pg_proc p WHERE p.pronamespace = 'iapi_tokens'::regnamespace
+	UNION ALL
+	SELECT c.oid::regclass::text,
+		   concat_ws(' | ', c.relkind, c.relacl::text, c.relrowsecurity,
+					 c.reloptions::text,
+					 (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+										|| ' ' || a.attnotnull || ' '
+										|| coalesce(pg_get_expr(d.adbin, d.adrelid), ''),
+										', ' ORDER BY a.attnum)
+						FROM pg_attribute a
+						LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+					   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+					 obj_description(c.oid, 'pg_class') IS NOT NULL)
+	  FROM pg_class c WHERE c.relnamespace = 'iapi_tokens'::regnamespace
+	UNION ALL
+	SELECT conrelid::regclass || '.' || conname, pg_get_constraintdef(oid)
+	  FROM pg_constraint WHERE connamespace = 'iapi_tokens'::regnamespace
+	UNION ALL
+	SELECT tgrelid::regclass || '.' || tgname, pg_get_triggerdef(oid)
+	  FROM pg_trigger WHERE tgrelid IN (SELECT oid FROM pg_class
+										 WHERE relnamespace = 'iapi_tokens'::regnamespace)
+	   AND NOT tgisinternal
+	UNION ALL
+	SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid)
+	  FROM pg_index WHERE indrelid IN (SELECT oid FROM pg_class
+									   WHERE relnamespace = 'iapi_tokens'::regnamespace)
+	UNION ALL
+	SELECT polrelid::regclass || '.' || polname,
+		   concat_ws(' | ', polcmd, polroles::text, pg_get_expr(polqual, polrelid))
+	  FROM pg_policy
+	UNION ALL
+	SELECT 'config_dump ' || unnest(extconfig)::regclass, ''
+	  FROM pg_extension WHERE extname = 'iapi_tokens'
+$$;
+
+SELECT extversion FROM pg_extension WHERE extname = 'iapi_tokens';
+CREATE TEMP TABLE fresh AS SELECT * FROM public.iapi_fingerprint();
+SELECT count(*) AS fingerprint_rows FROM fresh;
+DROP EXTENSION iapi_tokens;
+
+-- A 1.0 installation in use: a source, two tokens (one revoked), a grant.
+CREATE EXTENSION iapi_tokens VERSION '1.0';
+SELECT iapi_tokens.create_source('before_update') AS sid \gset
+SELECT id AS t1, access_token AS tok1 FROM iapi_tokens.generate_token(:sid, 'kept') \gset
+SELECT id AS t2 FROM iapi_tokens.generate_token(:sid) \gset
+SELECT iapi_tokens.revoke_token(:sid, :t2) IS NOT NULL AS revoked;
+GRANT EXECUTE ON FUNCTION iapi_tokens.revoke_token(bigint, bigint) TO regress_iapi_app;
+-- The 1.1 library still serves 1.0's verify_token (five columns).
+SELECT token_id = :t1 AS verifies_under_1_0, last_used_at IS NOT NULL AS use_recorded
+  FROM iapi_tokens.verify_token(:'tok1');
+
+ALTER EXTENSION iapi_tokens UPDATE TO '1.1';
+SELECT extversion FROM pg_extension WHERE extname = 'iapi_tokens';
+
+-- The token still verifies, now with the 1.1 columns.
+SELECT token_id = :t1 AS same_token, source_id = :sid AS same_source,
+	   owner IS NULL AS no_owner, access_token_id IS NULL AS no_uuid
+  FROM iapi_tokens.verify_token(:'tok1');
+SELECT count(*) AS tokens_kept,
+	   count(*) FILTER (WHERE revoked_at IS NOT NULL) AS revoked_kept
+  FROM iapi_tokens.tokens;
+-- The user's grant survived.
+SELECT has_function_privilege('regress_iapi_app',
+							  'iapi_tokens.revoke_token(bigint, bigint)', 'EXECUTE') AS grant_kept;
+-- The 1.1 functions work on the old data.
+SELECT id AS t3 FROM iapi_tokens.rotate_token(:sid, :t1, '1 minute') \gset
+SELECT count(*) AS active FROM iapi_tokens.list_tokens(:sid);
+SELECT action FROM iapi_tokens.audit ORDER BY id;
+
+-- Apart from that grant, the updated catalog is the fresh one.
+REVOKE EXECUTE ON FUNCTION iapi_tokens.revoke_token(bigint, bigint) FROM regress_iapi_app;
+SELECT * FROM public.iapi_fingerprint() EXCEPT SELECT * FROM fresh;
+SELECT * FROM fresh EXCEPT SELECT * FROM public.iapi_fingerprint();
+
+DROP EXTENSION iapi_tokens;
+DROP FUNCTION public.iapi_fingerprint();
+DROP ROLE regress_iapi_app;
