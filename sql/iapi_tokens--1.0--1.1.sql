@@ -46,6 +46,9 @@ CREATE TABLE iapi_tokens.token_owners (
 	CONSTRAINT token_owners_pkey PRIMARY KEY (owner_role)
 );
 
+-- Not registered for pg_dump: its rows are only lock anchors, which the cap
+-- trigger re-creates, including while a restore loads the tokens.  Dumping it
+-- would make its COPY collide with those rows whenever it ran second.
 COMMENT ON TABLE iapi_tokens.token_owners IS
 	'Internal: one row per personal-token owner; its update serializes iapi_tokens.max_tokens_per_owner';
 
@@ -80,7 +83,6 @@ COMMENT ON COLUMN iapi_tokens.audit.acting_role IS
 COMMENT ON COLUMN iapi_tokens.audit.session_role IS
 	'The login role of the session (session_user)';
 
-SELECT pg_catalog.pg_extension_config_dump('iapi_tokens.token_owners', '');
 SELECT pg_catalog.pg_extension_config_dump('iapi_tokens.audit', '');
 SELECT pg_catalog.pg_extension_config_dump('iapi_tokens.audit_id_seq', '');
 

@@ -4,7 +4,8 @@
 # generation (including failed generation), verification of good and bad
 # tokens (also as a bind parameter), revocation, the cap error, argument
 # errors, and verification while the token's row is locked; once more with
-# log_min_messages = debug5.
+# log_min_messages = debug5.  Then the 1.1 paths: both rotations, personal
+# tokens, their errors and the limits, purge, and the audit trail.
 #
 # Statements are not logged (log_statement = none), and no statement whose
 # text holds a token fails, so any token in the log was put there by the
@@ -292,6 +293,84 @@ fails("SELECT iapi_tokens.create_source('Bad Name')",
 verify_count($t4, 'a token of a deleted source', '0');
 
 # ---------------------------------------------------------------------------
+# 1.1: rotation of source tokens, personal tokens, their errors and purge.
+# ---------------------------------------------------------------------------
+
+my $s4 = $node->safe_psql('postgres', q{SELECT iapi_tokens.create_source('log_src_four')});
+my ($r1_id, $r1) = generate($s4, q{'to rotate'});
+my ($r2_id, $r2) = split /\|/, $node->safe_psql('postgres',
+	"SELECT id, access_token FROM iapi_tokens.rotate_token($s4, $r1_id, '1 hour')");
+like($r2, $token_re, 'rotate_token returns a token');
+push @tokens, $r2;
+verify_count($r1, 'a token in its rotation grace period', '1');
+verify_count($r2, 'a rotated-in token', '1');
+fails("SELECT access_token FROM iapi_tokens.generate_token($s4)",
+	'23514', 'generate_token during a rotation grace period');
+fails("SELECT access_token FROM iapi_tokens.rotate_token($s4, $r1_id)",
+	'55000', 'rotating a token twice');
+fails("SELECT access_token FROM iapi_tokens.rotate_token($s4, $r2_id, '-1 hour')",
+	'22023', 'rotate_token with a negative grace');
+{
+	# Refused after minting: the replacement existed in the backend.
+	$node->safe_psql('postgres', "SELECT iapi_tokens.revoke_token($s4, $r1_id)");
+	my ($r3_id) = generate($s4, q{'third'});
+	fails("SELECT access_token FROM iapi_tokens.rotate_token($s4, $r2_id, '1 hour')",
+		'23514', 'a rotation with grace on a full source');
+}
+
+$node->safe_psql('postgres', q{
+	CREATE ROLE owner LOGIN;
+	GRANT EXECUTE ON FUNCTION
+		iapi_tokens.create_access_token(integer, text),
+		iapi_tokens.list_access_tokens(),
+		iapi_tokens.get_access_token(uuid),
+		iapi_tokens.delete_access_token(uuid),
+		iapi_tokens.rotate_access_token(uuid, interval)
+	TO owner;
+	ALTER ROLE owner SET iapi_tokens.max_lifetime = '1d';
+});
+my %as_owner = (connstr => $node->connstr('postgres') . ' user=owner');
+my ($p1, $p1_id) = split /\|/, $node->safe_psql('postgres',
+	q{SELECT token_value, token_id FROM iapi_tokens.create_access_token(3600, 'mine')},
+	%as_owner);
+like($p1, $token_re, 'create_access_token returns a token');
+push @tokens, $p1;
+my ($p2, $p2_id) = split /\|/, $node->safe_psql('postgres',
+	"SELECT token_value, token_id FROM iapi_tokens.rotate_access_token('$p1_id', '1 minute')",
+	%as_owner);
+like($p2, $token_re, 'rotate_access_token returns a token');
+push @tokens, $p2;
+verify_count($p1, 'a personal token in its grace period', '1', 1);
+verify_count($p2, 'a personal token', '1', 1);
+$node->safe_psql('postgres', "SELECT * FROM iapi_tokens.list_access_tokens()", %as_owner);
+$node->safe_psql('postgres', "SELECT iapi_tokens.delete_access_token('$p2_id')", %as_owner);
+verify_count($p2, 'a deleted personal token', '0', 1);
+{
+	my ($ret, $stdout, $stderr) = $node->psql('postgres',
+		"\\set VERBOSITY verbose\nSELECT token_value FROM iapi_tokens.create_access_token(-1)",
+		%as_owner);
+	is($ret, 3, 'a never-expiring token under max_lifetime fails');
+	like($stderr, qr/ERROR:  22023: tokens that never expire are not allowed/,
+		'... with 22023');
+	($ret, $stdout, $stderr) = $node->psql('postgres',
+		"\\set VERBOSITY verbose\nSELECT * FROM iapi_tokens.get_access_token('$p2_id')",
+		%as_owner);
+	like($stderr, qr/ERROR:  42704: access token \Q$p2_id\E does not exist/,
+		'a deleted personal token does not exist');
+}
+fails(qq{SET iapi_tokens.max_tokens_per_owner = 1;
+	SET ROLE owner;
+	SELECT token_value FROM iapi_tokens.create_access_token(60, 'over the limit')},
+	'23514', 'the per-owner limit');
+is($node->safe_psql('postgres', 'SELECT iapi_tokens.purge_tokens(\'0\') > 0'),
+	't', 'purge_tokens deletes the revoked tokens');
+
+# The audit trail holds nothing token-shaped either.
+unlike($node->safe_psql('postgres', 'SELECT string_agg(a::text, E\'\n\') FROM iapi_tokens.audit a'),
+	qr/(?:iapi|logtest)_[0-9A-Za-z]{20,}/,
+	'the audit trail holds nothing token-shaped');
+
+# ---------------------------------------------------------------------------
 # The log.
 # ---------------------------------------------------------------------------
 
@@ -310,7 +389,7 @@ like($log, qr/DEBUG:  /, 'the log has debug messages');
 like($log, qr/connection authorized: user=app/, 'the log has connections');
 unlike($log, qr/LOG:  (?:00000: )?statement: /, 'statements are not logged');
 
-is(scalar(@tokens), 8, 'eight plaintext tokens were seen');
+is(scalar(@tokens), 13, 'thirteen plaintext tokens were seen');
 my %seen;
 foreach my $token (grep { !$seen{$_}++ } @tokens)
 {
