@@ -66,6 +66,35 @@ SELECT '  now        -> ' || count(*) || ' row' FROM iapi_tokens.verify_token(:'
 SELECT pg_sleep(2.1) \g /dev/null
 SELECT '  2 s later  -> ' || count(*) || ' rows' FROM iapi_tokens.verify_token(:'short_token');
 
+\echo '\n== Rotation with overlap: a new token now, the current one keeps working for an hour'
+SELECT id AS rotated_id, access_token AS rotated_token
+  FROM iapi_tokens.rotate_token(:source_id, :new_id, '1 hour') \gset
+SELECT '  previous -> ' || coalesce((SELECT 'valid until ' || to_char(expires_at - now(), 'HH24:MI:SS') || ' from now'
+									   FROM iapi_tokens.verify_token(:'new_token')), 'none');
+SELECT '  rotated  -> token_id ' || coalesce((SELECT token_id::text FROM iapi_tokens.verify_token(:'rotated_token')), 'none');
+
+\echo '\n== Personal access tokens (Trifacta POST /v4/apiAccessTokens), owned by the calling role'
+CREATE ROLE demo_analyst NOLOGIN;
+GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text),
+	iapi_tokens.list_access_tokens(), iapi_tokens.delete_access_token(uuid)
+	TO demo_analyst;
+SET ROLE demo_analyst;
+SELECT token_value AS personal_token, token_id AS personal_id
+  FROM iapi_tokens.create_access_token(100, 'My 100-second token') \gset
+SELECT jsonb_pretty(jsonb_build_object(
+		'tokenValue', :'personal_token',
+		'tokenInfo', jsonb_build_object('tokenId', token_id, 'description', description,
+										'expiredAt', expired_at, 'lastUsed', last_used,
+										'createdAt', created_at)))
+  FROM iapi_tokens.list_access_tokens();
+RESET ROLE;
+SELECT '  verify   -> owner ' || owner || ', tokenId ' || access_token_id
+  FROM iapi_tokens.verify_token(:'personal_token');
+SET ROLE demo_analyst;
+SELECT iapi_tokens.delete_access_token(:'personal_id') \g /dev/null
+RESET ROLE;
+SELECT '  deleted  -> ' || count(*) || ' rows' FROM iapi_tokens.verify_token(:'personal_token');
+
 \echo '\n== Every token of the source, for an audit'
 \pset format aligned
 \pset tuples_only off
@@ -78,3 +107,13 @@ SELECT token_id, display_prefix, description, status,
 \echo '\n== Delete the source: its tokens are revoked in the same transaction'
 SELECT jsonb_pretty(iapi_tokens.delete_source(:source_id) - 'report_card');
 SELECT '  new token -> ' || count(*) || ' rows' FROM iapi_tokens.verify_token(:'new_token');
+
+\echo '\n== The audit trail: every event, with the acting role, and no token'
+\pset format aligned
+\pset tuples_only off
+SELECT id, action, token_id, source_id, owner_role, acting_role, details - 'expires_at' AS details
+  FROM iapi_tokens.audit ORDER BY id;
+\pset format unaligned
+\pset tuples_only on
+DROP EXTENSION iapi_tokens;
+DROP ROLE demo_analyst;

@@ -57,7 +57,7 @@ PG_FUNCTION_INFO_V1(iapi_tokens_generate_token);
 Datum
 iapi_tokens_generate_token(PG_FUNCTION_ARGS)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz created_at = GetCurrentTimestamp();
 	MintedToken minted;
 	Datum		args[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
@@ -78,11 +78,11 @@ iapi_tokens_generate_token(PG_FUNCTION_ARGS)
 		args[3] = PointerGetDatum(description);
 	}
 
-	args[4] = TimestampTzGetDatum(now);
+	args[4] = TimestampTzGetDatum(created_at);
 	if (PG_ARGISNULL(2))
 		nulls[5] = 'n';
 	else
-		args[5] = TimestampTzGetDatum(expiry_after(now,
+		args[5] = TimestampTzGetDatum(expiry_after(created_at,
 												   PG_GETARG_INTERVAL_P(2)));
 
 	iapi_mint_token(&minted);

@@ -19,7 +19,9 @@ RETURNS TABLE (
 	source_id bigint,
 	created_at timestamptz,
 	expires_at timestamptz,
-	last_used_at timestamptz)
+	last_used_at timestamptz,
+	owner regrole,
+	access_token_id uuid)
 LANGUAGE plpgsql VOLATILE STRICT
 AS $$
 BEGIN
@@ -29,7 +31,8 @@ BEGIN
 	 WHERE t.token_hash = public.digest(tok, 'sha256')
 	   AND t.revoked_at IS NULL
 	   AND (t.expires_at IS NULL OR t.expires_at > now())
-	RETURNING t.id, t.source_id, t.created_at, t.expires_at, t.last_used_at;
+	RETURNING t.id, t.source_id, t.created_at, t.expires_at, t.last_used_at,
+			  t.owner_role, t.token_uuid;
 END
 $$;
 
