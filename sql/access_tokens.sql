@@ -122,7 +122,7 @@ REVOKE SELECT ON iapi_tokens.tokens FROM regress_iapi_alice;
 -- Deleting: the token stops verifying and leaves the list; a second delete,
 -- like a get, finds nothing.
 SET ROLE regress_iapi_alice;
-SELECT iapi_tokens.delete_access_token(:'forever_id');
+SELECT * FROM iapi_tokens.delete_access_token(:'forever_id');	-- the FROM form works too
 SELECT count(*) AS verifies FROM iapi_tokens.verify_token(:'forever_tok');
 SELECT count(*) AS listed FROM iapi_tokens.list_access_tokens() WHERE token_id = :'forever_id';
 \set VERBOSITY sqlstate
@@ -244,6 +244,21 @@ SELECT count(*) AS verifies_before FROM iapi_tokens.verify_token(:'gone_tok');
 REVOKE EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text) FROM regress_iapi_gone;
 DROP ROLE regress_iapi_gone;
 SELECT count(*) AS verifies_after FROM iapi_tokens.verify_token(:'gone_tok');
+-- purge_tokens revokes it, so that no dump carries it live...
+SELECT count(*) AS live_orphans FROM iapi_tokens.tokens
+ WHERE owner_role IS NOT NULL AND revoked_at IS NULL
+   AND NOT EXISTS (SELECT FROM pg_roles r WHERE r.oid = owner_role);
+SELECT iapi_tokens.purge_tokens('1 day') AS purged;
+SELECT count(*) AS live_orphans FROM iapi_tokens.tokens
+ WHERE owner_role IS NOT NULL AND revoked_at IS NULL
+   AND NOT EXISTS (SELECT FROM pg_roles r WHERE r.oid = owner_role);
+-- ...and a row that arrives with an owner that does not exist (a restore
+-- writes a dropped role as a bare OID, which a later role could receive) is
+-- stored revoked.
+INSERT INTO iapi_tokens.tokens (owner_role, token_uuid, token_hash, display_prefix)
+VALUES ('4000000000', gen_random_uuid(), iapi_tokens.hash_token('orphan'), 'iapi_orph');
+SELECT revoked_at IS NOT NULL AS stored_revoked FROM iapi_tokens.tokens
+ WHERE token_hash = iapi_tokens.hash_token('orphan');
 
 -- Both families share one table and one check: a row is one or the other.
 \set VERBOSITY terse

@@ -102,6 +102,13 @@ CREATE POLICY tokens_own_personal_tokens ON iapi_tokens.tokens
 -- Verification: one path for both families
 -- ---------------------------------------------------------------------------
 
+-- verify_token gains two columns, which takes DROP and CREATE.  Its grants
+-- are carried over, so that an update never opens it wider than it was.
+SELECT pg_catalog.set_config('iapi_tokens_update.verify_token_acl',
+							 coalesce(p.proacl::text, ''), true)
+  FROM pg_catalog.pg_proc p
+ WHERE p.oid = 'iapi_tokens.verify_token(text)'::pg_catalog.regprocedure;
+
 DROP FUNCTION iapi_tokens.verify_token(text);
 
 CREATE FUNCTION iapi_tokens.verify_token(token text)
@@ -159,6 +166,12 @@ BEGIN
 	END IF;
 
 	IF NEW.owner_role IS NOT NULL THEN
+		-- A dropped role's token, as a restore brings it back with a bare
+		-- OID that another role may later get: stored revoked, never live.
+		IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid = NEW.owner_role) THEN
+			NEW.revoked_at := now_ts;
+			RETURN NEW;
+		END IF;
 		INSERT INTO iapi_tokens.token_owners AS o (owner_role, token_changes)
 		VALUES (NEW.owner_role, 1)
 		ON CONFLICT (owner_role)
@@ -352,6 +365,27 @@ CREATE TRIGGER tokens_audit_delete
 	FOR EACH ROW
 	EXECUTE FUNCTION iapi_tokens.record_token_event();
 
+CREATE FUNCTION iapi_tokens.forbid_token_truncate()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RAISE EXCEPTION 'TRUNCATE of iapi_tokens.tokens is not allowed'
+		USING ERRCODE = 'insufficient_privilege',
+			  DETAIL = 'It would remove tokens without a trace in iapi_tokens.audit.',
+			  HINT = 'Use iapi_tokens.purge_tokens(), or DELETE, which the audit trail records.';
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens.forbid_token_truncate() IS
+	'Trigger: refuses TRUNCATE on iapi_tokens.tokens, which row triggers, and so the audit trail, would not see';
+
+CREATE TRIGGER tokens_no_truncate
+	BEFORE TRUNCATE ON iapi_tokens.tokens
+	FOR EACH STATEMENT
+	EXECUTE FUNCTION iapi_tokens.forbid_token_truncate();
+
 CREATE FUNCTION iapi_tokens.forbid_audit_change()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -526,7 +560,11 @@ BEGIN
 	IF t.replaced_by IS NOT NULL THEN
 		RAISE EXCEPTION '% was already rotated', label
 			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  DETAIL = format('Token %s replaced it.', t.replaced_by);
+				  DETAIL = CASE WHEN t.owner_role IS NULL
+							THEN format('Token %s replaced it.', t.replaced_by)
+							ELSE format('Access token %s replaced it.',
+										(SELECT r.token_uuid FROM iapi_tokens.tokens r
+										  WHERE r.id = t.replaced_by)) END;
 	END IF;
 	-- The replacement lives as long as the original did, no longer than the
 	-- personal-token maximum.
@@ -608,6 +646,12 @@ BEGIN
 		RAISE EXCEPTION 'token_id must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	-- The owner's row first, the token's second: the order in which
+	-- create_access_token takes them, so the two cannot deadlock.
+	INSERT INTO iapi_tokens.token_owners AS o (owner_role, token_changes)
+	VALUES (rotate_access_token_of.owner, 0)
+	ON CONFLICT (owner_role)
+	DO UPDATE SET token_changes = o.token_changes + 1;
 	SELECT * INTO old
 	  FROM iapi_tokens.tokens t
 	 WHERE t.token_uuid = rotate_access_token_of.access_token_id
@@ -826,16 +870,31 @@ BEGIN
 				  DETAIL = format('older_than was "%s".', older_than);
 	END IF;
 	cutoff := clock_timestamp() - older_than;
+
+	-- Tokens of dropped roles verify no more; revoke them, so that no dump
+	-- carries them live (see enforce_token_cap).
+	UPDATE iapi_tokens.tokens t
+	   SET revoked_at = clock_timestamp()
+	 WHERE t.id IN (SELECT o.id FROM iapi_tokens.tokens o
+				     WHERE o.owner_role IS NOT NULL AND o.revoked_at IS NULL
+					   AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles r
+									    WHERE r.oid = o.owner_role)
+					   FOR NO KEY UPDATE SKIP LOCKED);
+
 	-- least() skips NULLs: the earlier of revocation and expiry, both past.
+	-- Rows locked by others (a revocation in progress) wait for the next run,
+	-- rather than risk a deadlock with a multi-row revocation.
 	DELETE FROM iapi_tokens.tokens t
-	 WHERE least(t.revoked_at, t.expires_at) < cutoff;
+	 WHERE t.id IN (SELECT o.id FROM iapi_tokens.tokens o
+				     WHERE least(o.revoked_at, o.expires_at) < cutoff
+					   FOR UPDATE SKIP LOCKED);
 	GET DIAGNOSTICS purged = ROW_COUNT;
 	RETURN purged;
 END
 $$;
 
 COMMENT ON FUNCTION iapi_tokens.purge_tokens(interval) IS
-	'Deletes tokens revoked or expired longer ago than older_than and returns how many; never an active token';
+	'Deletes tokens revoked or expired longer ago than older_than and returns how many, never an active token; first revokes the tokens of dropped roles';
 
 -- ---------------------------------------------------------------------------
 -- Privileges
@@ -867,6 +926,7 @@ BEGIN
 		   -- only the functions made here: users' grants on 1.0's stay
 		   AND p.proname IN ('verify_token', 'enforce_token_cap', 'minting',
 				'acting_role', 'record_token_event', 'forbid_audit_change',
+				'forbid_token_truncate',
 				'access_tokens_of', 'access_token_of', 'store_access_token',
 				'delete_access_token_of', 'check_rotation', 'replace_token',
 				'rotate_access_token_of', 'create_access_token',
@@ -890,6 +950,7 @@ REVOKE ALL ON FUNCTION
 	iapi_tokens.acting_role(),
 	iapi_tokens.record_token_event(),
 	iapi_tokens.forbid_audit_change(),
+	iapi_tokens.forbid_token_truncate(),
 	iapi_tokens.access_tokens_of(regrole),
 	iapi_tokens.access_token_of(regrole, uuid),
 	iapi_tokens.store_access_token(regrole, bytea, text, text, integer, timestamptz),
@@ -908,4 +969,44 @@ REVOKE ALL ON FUNCTION
 	iapi_tokens.rotate_token(bigint, bigint, interval),
 	iapi_tokens.purge_tokens(interval)
 FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION iapi_tokens.verify_token(text) TO PUBLIC;
+
+-- verify_token: PUBLIC, as installed, unless 1.0's grants said otherwise.
+DO $$
+DECLARE
+	saved text := pg_catalog.current_setting('iapi_tokens_update.verify_token_acl', true);
+	grantee record;
+BEGIN
+	IF coalesce(saved, '') = '' OR EXISTS (
+		SELECT FROM pg_catalog.aclexplode(saved::pg_catalog.aclitem[]) a
+		 WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') THEN
+		GRANT EXECUTE ON FUNCTION iapi_tokens.verify_token(text) TO PUBLIC;
+	END IF;
+	IF coalesce(saved, '') = '' THEN
+		RETURN;
+	END IF;
+	FOR grantee IN
+		SELECT r.rolname, a.is_grantable
+		  FROM pg_catalog.aclexplode(saved::pg_catalog.aclitem[]) a
+		  JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+		 WHERE a.privilege_type = 'EXECUTE'
+		   AND a.grantee <> (SELECT p.proowner FROM pg_catalog.pg_proc p
+							  WHERE p.oid = 'iapi_tokens.verify_token(text)'::pg_catalog.regprocedure)
+	LOOP
+		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION iapi_tokens.verify_token(text) TO %I%s',
+								  grantee.rolname,
+								  CASE WHEN grantee.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+	END LOOP;
+	IF NOT EXISTS (SELECT FROM pg_catalog.aclexplode(saved::pg_catalog.aclitem[]) a
+					WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') THEN
+		RAISE WARNING 'iapi_tokens.verify_token(text) was re-created with the grants it had, without PUBLIC: %',
+			(SELECT pg_catalog.string_agg(r.rolname, ', ' ORDER BY r.rolname)
+			   FROM pg_catalog.aclexplode(saved::pg_catalog.aclitem[]) a
+			   JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+			  WHERE a.privilege_type = 'EXECUTE'
+				AND a.grantee <> (SELECT p.proowner FROM pg_catalog.pg_proc p
+								   WHERE p.oid = 'iapi_tokens.verify_token(text)'::pg_catalog.regprocedure))
+			USING DETAIL = 'pg_dump now counts them as the extension''s own, so a dump restored into a fresh installation gives EXECUTE back to PUBLIC.',
+				  HINT = 'After such a restore, run your REVOKE and GRANT on iapi_tokens.verify_token(text) again.';
+	END IF;
+END
+$$;

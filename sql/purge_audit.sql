@@ -102,6 +102,9 @@ DELETE FROM iapi_tokens.audit;
 \echo :LAST_ERROR_SQLSTATE
 TRUNCATE iapi_tokens.audit;
 \echo :LAST_ERROR_SQLSTATE
+-- TRUNCATE of the tokens would bypass the row triggers, so it is refused.
+TRUNCATE iapi_tokens.tokens;
+\echo :LAST_ERROR_SQLSTATE
 -- Ordinary roles cannot read, write or delete it at all.
 SET ROLE regress_iapi_operator;
 SELECT count(*) FROM iapi_tokens.audit;

@@ -61,6 +61,9 @@ SELECT id AS t1, access_token AS tok1 FROM iapi_tokens.generate_token(:sid, 'kep
 SELECT id AS t2 FROM iapi_tokens.generate_token(:sid) \gset
 SELECT iapi_tokens.revoke_token(:sid, :t2) IS NOT NULL AS revoked;
 GRANT EXECUTE ON FUNCTION iapi_tokens.revoke_token(bigint, bigint) TO regress_iapi_app;
+-- verify_token restricted to one role, as the README suggests.
+REVOKE EXECUTE ON FUNCTION iapi_tokens.verify_token(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION iapi_tokens.verify_token(text) TO regress_iapi_app;
 -- The 1.1 library still serves 1.0's verify_token (five columns).
 SELECT token_id = :t1 AS verifies_under_1_0, last_used_at IS NOT NULL AS use_recorded
   FROM iapi_tokens.verify_token(:'tok1');
@@ -75,9 +78,14 @@ SELECT token_id = :t1 AS same_token, source_id = :sid AS same_source,
 SELECT count(*) AS tokens_kept,
 	   count(*) FILTER (WHERE revoked_at IS NOT NULL) AS revoked_kept
   FROM iapi_tokens.tokens;
--- The user's grant survived.
+-- The user's grants survived, and verify_token, re-created with two more
+-- columns, was not opened to PUBLIC again (the warning above says so).
 SELECT has_function_privilege('regress_iapi_app',
 							  'iapi_tokens.revoke_token(bigint, bigint)', 'EXECUTE') AS grant_kept;
+CREATE ROLE regress_iapi_other NOLOGIN;
+SELECT has_function_privilege('regress_iapi_app', 'iapi_tokens.verify_token(text)', 'EXECUTE') AS app_verifies,
+	   has_function_privilege('regress_iapi_other', 'iapi_tokens.verify_token(text)', 'EXECUTE') AS public_verifies;
+DROP ROLE regress_iapi_other;
 -- The 1.1 functions work on the old data.
 SELECT id AS t3 FROM iapi_tokens.rotate_token(:sid, :t1, '1 minute') \gset
 SELECT count(*) AS active FROM iapi_tokens.list_tokens(:sid);
@@ -85,6 +93,8 @@ SELECT action FROM iapi_tokens.audit ORDER BY id;
 
 -- Apart from that grant, the updated catalog is the fresh one.
 REVOKE EXECUTE ON FUNCTION iapi_tokens.revoke_token(bigint, bigint) FROM regress_iapi_app;
+GRANT EXECUTE ON FUNCTION iapi_tokens.verify_token(text) TO PUBLIC;
+REVOKE EXECUTE ON FUNCTION iapi_tokens.verify_token(text) FROM regress_iapi_app;
 SELECT * FROM public.iapi_fingerprint() EXCEPT SELECT * FROM fresh;
 SELECT * FROM fresh EXCEPT SELECT * FROM public.iapi_fingerprint();
 

@@ -59,7 +59,9 @@ iapi_run_as_owner(FunctionCallInfo fcinfo, OwnerStatement *stmt,
 				  MintedToken *minted, int token_column)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	bool		returns_set = rsinfo != NULL && IsA(rsinfo, ReturnSetInfo);
+
+	/* Not rsinfo: a scalar function called in FROM gets one too. */
+	bool		returns_set = fcinfo->flinfo->fn_retset;
 	Oid			owner = tables_owner();
 	Oid			save_userid;
 	int			save_sec_context;
