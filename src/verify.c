@@ -421,6 +421,22 @@ verify(FunctionCallInfo fcinfo, TokenRow *row)
 	return true;
 }
 
+/* The five columns both versions of verify_token return first. */
+static void
+fill_1_0_columns(const TokenRow *row, Datum *values, bool *nulls)
+{
+	values[0] = Int64GetDatum(row->id);
+	nulls[0] = false;
+	values[1] = Int64GetDatum(row->source_id);
+	nulls[1] = row->source_null;
+	values[2] = TimestampTzGetDatum(row->created_at);
+	nulls[2] = false;
+	values[3] = TimestampTzGetDatum(row->expires_at);
+	nulls[3] = row->expires_null;
+	values[4] = TimestampTzGetDatum(row->last_used_at);
+	nulls[4] = row->last_used_null;
+}
+
 PG_FUNCTION_INFO_V1(iapi_tokens_verify_token_1_1);
 
 /* SQL: iapi_tokens.verify_token(text) RETURNS TABLE (token_id, source_id, ..., owner, access_token_id) */
@@ -436,16 +452,7 @@ iapi_tokens_verify_token_1_1(PG_FUNCTION_ARGS)
 	if (!verify(fcinfo, &row))
 		return (Datum) 0;
 
-	values[0] = Int64GetDatum(row.id);
-	nulls[0] = false;
-	values[1] = Int64GetDatum(row.source_id);
-	nulls[1] = row.source_null;
-	values[2] = TimestampTzGetDatum(row.created_at);
-	nulls[2] = false;
-	values[3] = TimestampTzGetDatum(row.expires_at);
-	nulls[3] = row.expires_null;
-	values[4] = TimestampTzGetDatum(row.last_used_at);
-	nulls[4] = row.last_used_null;
+	fill_1_0_columns(&row, values, nulls);
 	values[5] = ObjectIdGetDatum(row.owner_role);
 	nulls[5] = row.owner_null;
 	values[6] = row.token_uuid;
@@ -472,16 +479,7 @@ iapi_tokens_verify_token(PG_FUNCTION_ARGS)
 	if (!verify(fcinfo, &row))
 		return (Datum) 0;
 
-	values[0] = Int64GetDatum(row.id);
-	nulls[0] = false;
-	values[1] = Int64GetDatum(row.source_id);
-	nulls[1] = row.source_null;
-	values[2] = TimestampTzGetDatum(row.created_at);
-	nulls[2] = false;
-	values[3] = TimestampTzGetDatum(row.expires_at);
-	nulls[3] = row.expires_null;
-	values[4] = TimestampTzGetDatum(row.last_used_at);
-	nulls[4] = row.last_used_null;
+	fill_1_0_columns(&row, values, nulls);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }
