@@ -92,29 +92,16 @@ PG_FUNCTION_INFO_V1(iapi_tokens_create_access_token);
 Datum
 iapi_tokens_create_access_token(PG_FUNCTION_ARGS)
 {
-	MintedToken minted;
 	Datum		args[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
 	check_lifetime_seconds(fcinfo, 0);
 	args[4] = PG_GETARG_DATUM(0);
-	if (PG_ARGISNULL(1))
-		nulls[3] = 'n';
-	else
-	{
-		text	   *description = PG_GETARG_TEXT_PP(1);
-
-		iapi_check_description(description);
-		args[3] = PointerGetDatum(description);
-	}
+	iapi_description_arg(fcinfo, 1, &args[3], &nulls[3]);
 	args[0] = caller();
 	args[5] = TimestampTzGetDatum(GetCurrentTimestamp());
 
-	iapi_mint_token(&minted);
-	args[1] = PointerGetDatum(minted.hash.bytes);
-	args[2] = PointerGetDatum(minted.display_prefix);
-	iapi_require_stored(iapi_run_as_owner(fcinfo, &store_stmt, args, nulls,
-										  &minted, 0));
+	iapi_store_new_token(fcinfo, &store_stmt, args, nulls, 1, 0);
 	return (Datum) 0;
 }
 
@@ -162,7 +149,6 @@ PG_FUNCTION_INFO_V1(iapi_tokens_rotate_access_token);
 Datum
 iapi_tokens_rotate_access_token(PG_FUNCTION_ARGS)
 {
-	MintedToken minted;
 	Datum		args[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
@@ -177,10 +163,6 @@ iapi_tokens_rotate_access_token(PG_FUNCTION_ARGS)
 	args[5] = TimestampTzGetDatum(GetCurrentTimestamp());
 	args[6] = Int32GetDatum(iapi_max_lifetime);
 
-	iapi_mint_token(&minted);
-	args[3] = PointerGetDatum(minted.hash.bytes);
-	args[4] = PointerGetDatum(minted.display_prefix);
-	iapi_require_stored(iapi_run_as_owner(fcinfo, &rotate_stmt, args, nulls,
-										  &minted, 0));
+	iapi_store_new_token(fcinfo, &rotate_stmt, args, nulls, 3, 0);
 	return (Datum) 0;
 }

@@ -44,6 +44,15 @@ iapi_sha256(const char *data, size_t len, uint8 *digest)
 			 errmsg("could not compute SHA-256 hash: %s", reason)));
 }
 
+/* The bytea datum, in *hash, that iapi_tokens.tokens.token_hash holds. */
+Datum
+iapi_token_hash(const char *token, size_t len, TokenHash *hash)
+{
+	SET_VARSIZE(hash->bytes, VARHDRSZ + IAPI_HASH_LEN);
+	iapi_sha256(token, len, hash->bytes + VARHDRSZ);
+	return PointerGetDatum(hash->bytes);
+}
+
 PG_FUNCTION_INFO_V1(iapi_tokens_hash_token);
 
 /* SQL: iapi_tokens.hash_token(token text) RETURNS bytea */

@@ -37,16 +37,19 @@ extern char *iapi_token_prefix;
 extern int	iapi_last_used_interval;
 extern int	iapi_max_lifetime;
 
+/* A token's SHA-256 as a bytea datum, without a palloc. */
+typedef union TokenHash
+{
+	int32		align;			/* SET_VARSIZE writes an int32 */
+	uint8		bytes[VARHDRSZ + IAPI_HASH_LEN];
+} TokenHash;
+
 /* A freshly generated token: the plaintext, and what is stored of it. */
 typedef struct MintedToken
 {
 	char		text[IAPI_TOKEN_MAX + 1];
 	size_t		len;
-	union
-	{
-		int32		align;		/* SET_VARSIZE writes an int32 */
-		uint8		bytes[VARHDRSZ + IAPI_HASH_LEN];
-	}			hash;			/* a bytea datum */
+	TokenHash	hash;
 	text	   *display_prefix;
 } MintedToken;
 
@@ -70,17 +73,20 @@ extern bool iapi_token_is_well_formed(const char *token, size_t len);
 
 /* mint.c */
 extern bool iapi_minting;
-extern void iapi_mint_token(MintedToken *minted);
-extern void iapi_check_description(text *description);
+extern void iapi_description_arg(FunctionCallInfo fcinfo, int argno,
+								 Datum *arg, char *null);
+extern void iapi_store_new_token(FunctionCallInfo fcinfo, OwnerStatement *stmt,
+								 Datum *args, char *nulls, int hash_arg,
+								 int token_column);
 
 /* run_as_owner.c */
 extern uint64 iapi_run_as_owner(FunctionCallInfo fcinfo, OwnerStatement *stmt,
 								Datum *args, const char *nulls,
 								MintedToken *minted, int token_column);
-extern void iapi_require_stored(uint64 rows);
 
 /* hash.c */
 extern void iapi_sha256(const char *data, size_t len, uint8 *digest);
+extern Datum iapi_token_hash(const char *token, size_t len, TokenHash *hash);
 
 /* saved_plan.c */
 extern SPIPlanPtr iapi_saved_plan(SPIPlanPtr *plan, const char *sql,

@@ -3,8 +3,9 @@
  * mint.c
  *	  Token generation: the only place a plaintext token is made.
  *
- * A minted token is handed to iapi_run_as_owner(), which stores its hash and
- * display prefix, gives the plaintext to the caller once, and wipes it.
+ * iapi_store_new_token() mints a token and has iapi_run_as_owner() store its
+ * hash and display prefix, give the plaintext to the caller once, and wipe
+ * it.  Every function that makes a token goes through it.
  *
  *-------------------------------------------------------------------------
  */
@@ -23,30 +24,55 @@
  */
 bool		iapi_minting = false;
 
+/*
+ * Mints a token, puts its hash and display prefix in args[hash_arg] and
+ * args[hash_arg + 1], and runs stmt as the tables' owner; the caller's result
+ * is stmt's one row with the plaintext as column token_column.
+ */
 void
-iapi_mint_token(MintedToken *minted)
+iapi_store_new_token(FunctionCallInfo fcinfo, OwnerStatement *stmt,
+					 Datum *args, char *nulls, int hash_arg, int token_column)
 {
-	minted->len = iapi_token_generate(iapi_token_prefix, minted->text);
-	SET_VARSIZE(minted->hash.bytes, VARHDRSZ + IAPI_HASH_LEN);
-	iapi_sha256(minted->text, minted->len, minted->hash.bytes + VARHDRSZ);
-	minted->display_prefix =
-		cstring_to_text_with_len(minted->text,
-								 minted->len - IAPI_SECRET_CHARS +
+	MintedToken minted;
+
+	minted.len = iapi_token_generate(iapi_token_prefix, minted.text);
+	minted.display_prefix =
+		cstring_to_text_with_len(minted.text,
+								 minted.len - IAPI_SECRET_CHARS +
 								 IAPI_DISPLAY_BODY_CHARS);
+	args[hash_arg] = iapi_token_hash(minted.text, minted.len, &minted.hash);
+	args[hash_arg + 1] = PointerGetDatum(minted.display_prefix);
+
+	/* A trigger that skips the row would otherwise lose the token silently. */
+	if (iapi_run_as_owner(fcinfo, stmt, args, nulls, &minted, token_column) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+				 errmsg("the token was not stored"),
+				 errdetail("A trigger on iapi_tokens.tokens skipped the insert.")));
 }
 
+/* An optional description argument: NULL, or at most 255 characters. */
 void
-iapi_check_description(text *description)
+iapi_description_arg(FunctionCallInfo fcinfo, int argno, Datum *arg, char *null)
 {
-	int			chars = pg_mbstrlen_with_len(VARDATA_ANY(description),
-											 VARSIZE_ANY_EXHDR(description));
+	text	   *description;
+	int			chars;
 
+	if (PG_ARGISNULL(argno))
+	{
+		*null = 'n';
+		return;
+	}
+	description = PG_GETARG_TEXT_PP(argno);
+	chars = pg_mbstrlen_with_len(VARDATA_ANY(description),
+								 VARSIZE_ANY_EXHDR(description));
 	if (chars > IAPI_DESCRIPTION_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
 				 errmsg("token description is too long"),
 				 errdetail("The description has %d characters; the maximum is %d.",
 						   chars, IAPI_DESCRIPTION_MAX)));
+	*arg = PointerGetDatum(description);
 }
 
 PG_FUNCTION_INFO_V1(iapi_tokens_minting);

@@ -149,14 +149,3 @@ iapi_run_as_owner(FunctionCallInfo fcinfo, OwnerStatement *stmt,
 
 	return rows;
 }
-
-/* A trigger that skips the row would otherwise lose the token silently. */
-void
-iapi_require_stored(uint64 rows)
-{
-	if (rows != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
-				 errmsg("the token was not stored"),
-				 errdetail("A trigger on iapi_tokens.tokens skipped the insert.")));
-}

@@ -58,7 +58,6 @@ Datum
 iapi_tokens_generate_token(PG_FUNCTION_ARGS)
 {
 	TimestampTz created_at = GetCurrentTimestamp();
-	MintedToken minted;
 	Datum		args[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
@@ -68,16 +67,7 @@ iapi_tokens_generate_token(PG_FUNCTION_ARGS)
 				 errmsg("source_id must not be null")));
 	args[0] = PG_GETARG_DATUM(0);
 
-	if (PG_ARGISNULL(1))
-		nulls[3] = 'n';
-	else
-	{
-		text	   *description = PG_GETARG_TEXT_PP(1);
-
-		iapi_check_description(description);
-		args[3] = PointerGetDatum(description);
-	}
-
+	iapi_description_arg(fcinfo, 1, &args[3], &nulls[3]);
 	args[4] = TimestampTzGetDatum(created_at);
 	if (PG_ARGISNULL(2))
 		nulls[5] = 'n';
@@ -85,11 +75,7 @@ iapi_tokens_generate_token(PG_FUNCTION_ARGS)
 		args[5] = TimestampTzGetDatum(expiry_after(created_at,
 												   PG_GETARG_INTERVAL_P(2)));
 
-	iapi_mint_token(&minted);
-	args[1] = PointerGetDatum(minted.hash.bytes);
-	args[2] = PointerGetDatum(minted.display_prefix);
-	iapi_require_stored(iapi_run_as_owner(fcinfo, &insert_stmt, args, nulls,
-									 &minted, 1));
+	iapi_store_new_token(fcinfo, &insert_stmt, args, nulls, 1, 1);
 	return (Datum) 0;
 }
 
@@ -99,7 +85,6 @@ PG_FUNCTION_INFO_V1(iapi_tokens_rotate_token);
 Datum
 iapi_tokens_rotate_token(PG_FUNCTION_ARGS)
 {
-	MintedToken minted;
 	Datum		args[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
@@ -113,10 +98,6 @@ iapi_tokens_rotate_token(PG_FUNCTION_ARGS)
 	}
 	args[5] = TimestampTzGetDatum(GetCurrentTimestamp());
 
-	iapi_mint_token(&minted);
-	args[3] = PointerGetDatum(minted.hash.bytes);
-	args[4] = PointerGetDatum(minted.display_prefix);
-	iapi_require_stored(iapi_run_as_owner(fcinfo, &rotate_stmt, args, nulls,
-									 &minted, 1));
+	iapi_store_new_token(fcinfo, &rotate_stmt, args, nulls, 3, 1);
 	return (Datum) 0;
 }

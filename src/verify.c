@@ -384,11 +384,7 @@ static bool
 verify(FunctionCallInfo fcinfo, TokenRow *row)
 {
 	text	   *token;
-	union
-	{
-		int32		align;		/* SET_VARSIZE writes an int32 */
-		uint8		bytes[VARHDRSZ + IAPI_HASH_LEN];
-	}			hash;
+	TokenHash	hash;
 	TimestampTz now;
 	TimestampTz due_before;
 
@@ -399,10 +395,8 @@ verify(FunctionCallInfo fcinfo, TokenRow *row)
 	if (!iapi_token_is_well_formed(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token)))
 		return false;
 
-	SET_VARSIZE(hash.bytes, VARHDRSZ + IAPI_HASH_LEN);
-	iapi_sha256(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token),
-				hash.bytes + VARHDRSZ);
-	if (!find_token(PointerGetDatum(hash.bytes), row))
+	if (!find_token(iapi_token_hash(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token),
+									&hash), row))
 		return false;
 
 	now = GetCurrentTimestamp();
