@@ -769,18 +769,13 @@ LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF revoke_access_token.token_id IS NULL THEN
-		RAISE EXCEPTION 'token_id must not be null'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	UPDATE iapi_tokens.tokens t
-	   SET revoked_at = clock_timestamp()
-	 WHERE t.token_uuid = revoke_access_token.token_id
-	   AND t.revoked_at IS NULL;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'access token % does not exist', revoke_access_token.token_id
-			USING ERRCODE = 'undefined_object';
-	END IF;
+	-- The owner's deletion, on behalf of whoever owns the token; its errors
+	-- cover a NULL and an unknown (or deleted) token.
+	PERFORM iapi_tokens.delete_access_token_of(
+		(SELECT t.owner_role FROM iapi_tokens.tokens t
+		  WHERE t.token_uuid = revoke_access_token.token_id
+			AND t.revoked_at IS NULL),
+		revoke_access_token.token_id);
 END
 $$;
 
@@ -900,7 +895,9 @@ COMMENT ON FUNCTION iapi_tokens.purge_tokens(interval) IS
 -- Privileges
 -- ---------------------------------------------------------------------------
 
--- As in 1.0: grants made by ALTER DEFAULT PRIVILEGES are removed.
+-- As in 1.0, the objects made here start with no grant but their owner's:
+-- none for PUBLIC, and none that ALTER DEFAULT PRIVILEGES added.  Only the
+-- functions made here: users' grants on 1.0's stay.
 DO $$
 DECLARE
 	stmt text;
@@ -916,14 +913,16 @@ BEGIN
 		   AND c.relname IN ('token_owners', 'audit', 'audit_id_seq')
 		   AND a.grantee <> c.relowner
 		UNION
-		SELECT pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %I',
-					p.oid::pg_catalog.regprocedure, r.rolname)
+		SELECT pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %s',
+					p.oid::pg_catalog.regprocedure, g.grantee)
 		  FROM pg_catalog.pg_proc p,
-			   pg_catalog.aclexplode(p.proacl) a
-		  JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+			   LATERAL (SELECT 'PUBLIC'
+						UNION
+						SELECT pg_catalog.quote_ident(r.rolname)
+						  FROM pg_catalog.aclexplode(p.proacl) a
+						  JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+						 WHERE a.grantee <> p.proowner) g(grantee)
 		 WHERE p.pronamespace = 'iapi_tokens'::pg_catalog.regnamespace
-		   AND a.grantee <> p.proowner
-		   -- only the functions made here: users' grants on 1.0's stay
 		   AND p.proname IN ('verify_token', 'enforce_token_cap', 'minting',
 				'acting_role', 'record_token_event', 'forbid_audit_change',
 				'forbid_token_truncate',
@@ -943,32 +942,6 @@ $$;
 REVOKE ALL ON TABLE iapi_tokens.token_owners FROM PUBLIC;
 REVOKE ALL ON TABLE iapi_tokens.audit FROM PUBLIC;
 REVOKE ALL ON SEQUENCE iapi_tokens.audit_id_seq FROM PUBLIC;
-REVOKE ALL ON FUNCTION
-	iapi_tokens.verify_token(text),
-	iapi_tokens.enforce_token_cap(),
-	iapi_tokens.minting(),
-	iapi_tokens.acting_role(),
-	iapi_tokens.record_token_event(),
-	iapi_tokens.forbid_audit_change(),
-	iapi_tokens.forbid_token_truncate(),
-	iapi_tokens.access_tokens_of(regrole),
-	iapi_tokens.access_token_of(regrole, uuid),
-	iapi_tokens.store_access_token(regrole, bytea, text, text, integer, timestamptz),
-	iapi_tokens.delete_access_token_of(regrole, uuid),
-	iapi_tokens.check_rotation(iapi_tokens.tokens, interval, timestamptz, integer),
-	iapi_tokens.replace_token(iapi_tokens.tokens, interval, bytea, text, timestamptz, timestamptz),
-	iapi_tokens.rotate_access_token_of(regrole, uuid, interval, bytea, text, timestamptz, integer),
-	iapi_tokens.create_access_token(integer, text),
-	iapi_tokens.list_access_tokens(),
-	iapi_tokens.get_access_token(uuid),
-	iapi_tokens.delete_access_token(uuid),
-	iapi_tokens.rotate_access_token(uuid, interval),
-	iapi_tokens.list_all_access_tokens(),
-	iapi_tokens.revoke_access_token(uuid),
-	iapi_tokens.rotate_source_token(bigint, bigint, interval, bytea, text, timestamptz),
-	iapi_tokens.rotate_token(bigint, bigint, interval),
-	iapi_tokens.purge_tokens(interval)
-FROM PUBLIC;
 
 -- verify_token: PUBLIC, as installed, unless 1.0's grants said otherwise.
 DO $$
