@@ -17,14 +17,16 @@ OBJS = \
 	src/source_tokens.o \
 	src/access_tokens.o \
 	src/saved_plan.o \
-	src/verify.o
+	src/verify.o \
+	src/current_token.o
 
-DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql
+DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql \
+	sql/iapi_tokens--1.1--1.2.sql
 
 # pg_regress reads sql/<test>.sql and expected/<test>.out from the top level;
 # the install script sql/iapi_tokens--*.sql is never named as a test.
 REGRESS = format lifecycle expiry last_used errors privileges catalog \
-	access_tokens rotation purge_audit upgrade
+	access_tokens rotation purge_audit current_token upgrade
 REGRESS_OPTS = --inputdir=. --load-extension=pgcrypto
 
 # pg_isolation_regress reads test/specs/<spec>.spec and test/expected/<spec>.out.

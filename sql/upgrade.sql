@@ -1,5 +1,6 @@
--- ALTER EXTENSION UPDATE from 1.0 keeps the tokens, their verification and
--- the grants users made, and ends in the same catalog state as a fresh 1.1.
+-- ALTER EXTENSION UPDATE from 1.0, through 1.1 to 1.2, keeps the tokens,
+-- their verification and the grants users made, and ends in the same catalog
+-- state as a fresh installation.
 \set SHOW_CONTEXT never
 CREATE ROLE regress_iapi_app NOLOGIN;
 
@@ -87,9 +88,17 @@ SELECT has_function_privilege('regress_iapi_app', 'iapi_tokens.verify_token(text
 	   has_function_privilege('regress_iapi_other', 'iapi_tokens.verify_token(text)', 'EXECUTE') AS public_verifies;
 DROP ROLE regress_iapi_other;
 -- The 1.1 functions work on the old data.
-SELECT id AS t3 FROM iapi_tokens.rotate_token(:sid, :t1, '1 minute') \gset
+SELECT id AS t3, access_token AS tok3 FROM iapi_tokens.rotate_token(:sid, :t1, '1 minute') \gset
 SELECT count(*) AS active FROM iapi_tokens.list_tokens(:sid);
 SELECT action FROM iapi_tokens.audit ORDER BY id;
+
+-- 1.1 -> 1.2 adds authenticate() and current_token(), open to PUBLIC.
+ALTER EXTENSION iapi_tokens UPDATE TO '1.2';
+SELECT extversion FROM pg_extension WHERE extname = 'iapi_tokens';
+BEGIN;
+SELECT token_id = :t3 AS authenticates FROM iapi_tokens.authenticate(:'tok3');
+SELECT token_id = :t3 AS current FROM iapi_tokens.current_token();
+COMMIT;
 
 -- Apart from that grant, the updated catalog is the fresh one.
 REVOKE EXECUTE ON FUNCTION iapi_tokens.revoke_token(bigint, bigint) FROM regress_iapi_app;

@@ -84,4 +84,6 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("iapi_tokens");
+
+	iapi_current_token_init();
 }

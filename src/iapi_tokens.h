@@ -88,6 +88,14 @@ extern uint64 iapi_run_as_owner(FunctionCallInfo fcinfo, OwnerStatement *stmt,
 extern void iapi_sha256(const char *data, size_t len, uint8 *digest);
 extern Datum iapi_token_hash(const char *token, size_t len, TokenHash *hash);
 
+/* verify.c: the columns of verify_token 1.1, authenticate and current_token */
+#define IAPI_VERIFY_COLUMNS		7
+extern bool iapi_verify_token_columns(FunctionCallInfo fcinfo, Datum *values,
+									  bool *nulls);
+
+/* current_token.c */
+extern void iapi_current_token_init(void);
+
 /* saved_plan.c */
 extern SPIPlanPtr iapi_saved_plan(SPIPlanPtr *plan, const char *sql,
 								  int nargs, Oid *argtypes, const char *what);

@@ -431,6 +431,25 @@ fill_1_0_columns(const TokenRow *row, Datum *values, bool *nulls)
 	nulls[4] = row->last_used_null;
 }
 
+/*
+ * Verifies argument 0 and fills the seven columns of verify_token 1.1; false,
+ * with nothing filled, for anything but a valid, active token.
+ */
+bool
+iapi_verify_token_columns(FunctionCallInfo fcinfo, Datum *values, bool *nulls)
+{
+	TokenRow	row;
+
+	if (!verify(fcinfo, &row))
+		return false;
+	fill_1_0_columns(&row, values, nulls);
+	values[5] = ObjectIdGetDatum(row.owner_role);
+	nulls[5] = row.owner_null;
+	values[6] = row.token_uuid;
+	nulls[6] = row.uuid_null;
+	return true;
+}
+
 PG_FUNCTION_INFO_V1(iapi_tokens_verify_token_1_1);
 
 /* SQL: iapi_tokens.verify_token(text) RETURNS TABLE (token_id, source_id, ..., owner, access_token_id) */
@@ -438,20 +457,12 @@ Datum
 iapi_tokens_verify_token_1_1(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	TokenRow	row;
-	Datum		values[7];
-	bool		nulls[7];
+	Datum		values[IAPI_VERIFY_COLUMNS];
+	bool		nulls[IAPI_VERIFY_COLUMNS];
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	if (!verify(fcinfo, &row))
-		return (Datum) 0;
-
-	fill_1_0_columns(&row, values, nulls);
-	values[5] = ObjectIdGetDatum(row.owner_role);
-	nulls[5] = row.owner_null;
-	values[6] = row.token_uuid;
-	nulls[6] = row.uuid_null;
-	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	if (iapi_verify_token_columns(fcinfo, values, nulls))
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }
 
