@@ -6,7 +6,7 @@
 #   make prove_installcheck           TAP suite (test/t/), as a non-root user
 #   make WERROR=1                     fail the build on any warning (CI does)
 
-EXTENSION = iapi_tokens
+EXTENSION = iapi_tokens iapi_tokens_rest
 MODULE_big = iapi_tokens
 OBJS = \
 	src/iapi_tokens.o \
@@ -21,12 +21,12 @@ OBJS = \
 	src/current_token.o
 
 DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql \
-	sql/iapi_tokens--1.1--1.2.sql
+	sql/iapi_tokens--1.1--1.2.sql sql/iapi_tokens_rest--1.0.sql
 
 # pg_regress reads sql/<test>.sql and expected/<test>.out from the top level;
 # the install script sql/iapi_tokens--*.sql is never named as a test.
 REGRESS = format lifecycle expiry last_used errors privileges catalog \
-	access_tokens rotation purge_audit current_token upgrade
+	access_tokens rotation purge_audit current_token upgrade rest_catalog
 REGRESS_OPTS = --inputdir=. --load-extension=pgcrypto
 
 # pg_isolation_regress reads test/specs/<spec>.spec and test/expected/<spec>.out.

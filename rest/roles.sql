@@ -1,0 +1,68 @@
+-- The roles PostgREST uses for iapi_tokens_rest, and their grants.  Run once
+-- per cluster as a superuser, after CREATE EXTENSION iapi_tokens_rest:
+--
+--   psql -v ON_ERROR_STOP=1 -v authenticator_password='...' -f rest/roles.sql
+--
+--   iapi_authenticator  PostgREST's login (db-uri); NOINHERIT, so it holds no
+--                       privilege itself, only the roles it may switch to.
+--   iapi_anon           requests without a JWT (db-anon-role): API-key routes
+--                       only, i.e. GET /rpc/whoami.
+--   iapi_source_admin   the JWT role of Stitch Connect clients: the source
+--                       routes, scoped by the stitch_client_id claim.
+--   iapi_token_user     group of the roles that own personal tokens: each
+--                       user is a role of its own, a member of this group,
+--                       named by the JWT's role claim (see README.md).
+--
+-- The roles are NOLOGIN: only the authenticator reaches them, after
+-- PostgREST has checked the JWT that names them.  Anyone who could log in as
+-- one of them could also set request.jwt.claims.
+
+\if :{?authenticator_password}
+\else
+\echo 'usage: psql -v authenticator_password=... -f rest/roles.sql'
+\quit
+\endif
+
+CREATE ROLE iapi_authenticator LOGIN NOINHERIT PASSWORD :'authenticator_password';
+CREATE ROLE iapi_anon NOLOGIN;
+CREATE ROLE iapi_source_admin NOLOGIN;
+CREATE ROLE iapi_token_user NOLOGIN;
+GRANT iapi_anon, iapi_source_admin TO iapi_authenticator;
+
+-- PostgREST passes request.headers, which holds X-Api-Key and the JWT, as a
+-- bind parameter: keep bind parameters of its statements out of the log,
+-- even under log_statement = all.
+ALTER ROLE iapi_authenticator SET log_parameter_max_length = 0;
+ALTER ROLE iapi_authenticator SET log_parameter_max_length_on_error = 0;
+
+GRANT USAGE ON SCHEMA iapi_rest TO iapi_anon, iapi_source_admin, iapi_token_user;
+
+-- The pre-request runs for every request, as the request's role.
+GRANT EXECUTE ON FUNCTION iapi_rest.authenticate(), iapi_rest.whoami()
+	TO iapi_anon, iapi_source_admin, iapi_token_user;
+
+GRANT EXECUTE ON FUNCTION
+	iapi_rest.create_source(text, text),
+	iapi_rest.list_sources(),
+	iapi_rest.generate_token(bigint),
+	iapi_rest.generate_token_v3(bigint),
+	iapi_rest.list_tokens(bigint),
+	iapi_rest.revoke_token(bigint, bigint)
+	TO iapi_source_admin;
+
+-- The personal-token routes run as the caller, who owns the tokens, so the
+-- caller also needs the core functions they call.
+GRANT EXECUTE ON FUNCTION
+	iapi_rest.create_access_token(integer, text),
+	iapi_rest.list_access_tokens(),
+	iapi_rest.get_access_token(uuid),
+	iapi_rest.delete_access_token(uuid),
+	iapi_tokens.create_access_token(integer, text),
+	iapi_tokens.list_access_tokens(),
+	iapi_tokens.get_access_token(uuid),
+	iapi_tokens.delete_access_token(uuid)
+	TO iapi_token_user;
+
+-- A user who may hold personal tokens, e.g. for a JWT {"role": "alice"}:
+--   CREATE ROLE alice NOLOGIN IN ROLE iapi_token_user;
+--   GRANT alice TO iapi_authenticator;
