@@ -115,5 +115,35 @@ SELECT id, action, token_id, source_id, owner_role, acting_role, details - 'expi
   FROM iapi_tokens.audit ORDER BY id;
 \pset format unaligned
 \pset tuples_only on
+\echo '\n== Over HTTP (iapi_tokens_rest): the routes PostgREST serves, called as it calls them'
+\echo 'PostgREST sets the verified JWT claims, then calls the route; the status comes back in response.status.'
+CREATE EXTENSION iapi_tokens_rest;
+BEGIN;
+SELECT set_config('request.jwt.claims', '{"role": "iapi_source_admin", "stitch_client_id": 116078}', true) \g /dev/null
+SELECT (iapi_rest.create_source('http_example', 'HTTP example')::jsonb ->> 'id') AS http_source \gset
+SELECT '  POST /v4/sources -> ' || current_setting('response.status') || ', source ' || :http_source;
+SELECT (iapi_rest.generate_token(:http_source)::jsonb ->> 'access_token') AS http_token \gset
+SELECT '  POST /v4/sources/' || :http_source || '/tokens -> 200, {"id", "access_token"}';
+SELECT '  GET /v4/sources/' || :http_source || '/tokens -> ' || iapi_rest.list_tokens(:http_source);
+COMMIT;
+
+\echo '\n== Another client (stitch_client_id 116079) asks for that source: 404, as if it did not exist'
+DO $$
+BEGIN
+	PERFORM set_config('request.jwt.claims', '{"role": "iapi_source_admin", "stitch_client_id": 116079}', true);
+	PERFORM iapi_rest.list_tokens((SELECT id FROM iapi_tokens.sources WHERE name = 'http_example'));
+EXCEPTION WHEN OTHERS THEN
+	RAISE NOTICE 'SQLSTATE %: %', SQLSTATE, SQLERRM;
+END $$;
+
+\echo '\n== X-Api-Key: the pre-request verifies it, read-only, and GET /v4/whoami says whose it is'
+BEGIN READ ONLY;
+SELECT set_config('request.headers', json_build_object('x-api-key', :'http_token')::text, true) \g /dev/null
+SELECT iapi_rest.authenticate() \g /dev/null
+SELECT '  ' || iapi_rest.whoami();
+COMMIT;
+
+DROP EXTENSION iapi_tokens_rest;
+DROP SCHEMA iapi_rest;
 DROP EXTENSION iapi_tokens;
 DROP ROLE demo_analyst;
