@@ -35,10 +35,24 @@ GRANT iapi_anon, iapi_source_admin TO iapi_authenticator;
 ALTER ROLE iapi_authenticator SET log_parameter_max_length = 0;
 ALTER ROLE iapi_authenticator SET log_parameter_max_length_on_error = 0;
 
-GRANT USAGE ON SCHEMA iapi_rest TO iapi_anon, iapi_source_admin, iapi_token_user;
+GRANT USAGE ON SCHEMA iapi_rest, iapi_rest_internal, iapi_tokens
+	TO iapi_anon, iapi_source_admin, iapi_token_user;
 
--- The pre-request runs for every request, as the request's role.
-GRANT EXECUTE ON FUNCTION iapi_rest.authenticate(), iapi_rest.whoami()
+-- The pre-request runs for every request, as the request's role, and so do
+-- the helpers of the SECURITY INVOKER routes: they read the request and
+-- raise errors, nothing else.
+GRANT EXECUTE ON FUNCTION
+	iapi_rest.authenticate(),
+	iapi_rest.whoami(),
+	iapi_tokens.authenticate(text),
+	iapi_tokens.current_token(),
+	iapi_rest_internal.request_header(text),
+	iapi_rest_internal.raise_http(integer, text, text, text),
+	iapi_rest_internal.rethrow(text, text, text, text),
+	iapi_rest_internal.raise_unauthorized(text, text),
+	iapi_rest_internal.path_param(anyelement, text, text),
+	iapi_rest_internal.iso8601_ms(timestamptz),
+	iapi_rest_internal.token_info(uuid, text, timestamptz, timestamptz, timestamptz)
 	TO iapi_anon, iapi_source_admin, iapi_token_user;
 
 GRANT EXECUTE ON FUNCTION

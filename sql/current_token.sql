@@ -51,6 +51,27 @@ SELECT count(*) AS null_token FROM iapi_tokens.authenticate(NULL);
 SELECT count(*) AS after_null FROM iapi_tokens.current_token();
 COMMIT;
 
+-- Savepoints: a rolled-back one takes back the authentication made inside
+-- it, a released one keeps it, and one rolled back later still takes it.
+BEGIN;
+SAVEPOINT a;
+SELECT count(*) AS accepted FROM iapi_tokens.authenticate(:'tok');
+ROLLBACK TO a;
+SELECT count(*) AS after_rollback_to FROM iapi_tokens.current_token();
+SAVEPOINT b;
+SAVEPOINT c;
+SELECT count(*) AS accepted FROM iapi_tokens.authenticate(:'tok');
+RELEASE c;
+SELECT count(*) AS after_release FROM iapi_tokens.current_token();
+ROLLBACK TO b;
+SELECT count(*) AS after_outer_rollback FROM iapi_tokens.current_token();
+SELECT count(*) AS accepted FROM iapi_tokens.authenticate(:'tok');
+SAVEPOINT d;
+SELECT 1 / 0;
+ROLLBACK TO d;
+SELECT count(*) AS kept_across_unrelated_rollback FROM iapi_tokens.current_token();
+COMMIT;
+
 -- A personal token names its owner and its uuid.
 BEGIN;
 SELECT owner = 'regress_iapi_owner'::regrole AS owner, access_token_id = :'puuid' AS uuid,

@@ -37,8 +37,8 @@ LANGUAGE C STABLE PARALLEL RESTRICTED ROWS 1;
 COMMENT ON FUNCTION iapi_tokens.current_token() IS
 	'The token authenticate() accepted in this transaction, or no row; for functions and RLS policies';
 
--- No grant from ALTER DEFAULT PRIVILEGES; PUBLIC gets EXECUTE on purpose:
--- whoever may verify a token may authenticate with it.
+-- No grant from ALTER DEFAULT PRIVILEGES.  current_token() is PUBLIC's: it
+-- shows a session only what that session authenticated.
 DO $$
 DECLARE
 	stmt text;
@@ -60,5 +60,35 @@ $$;
 
 REVOKE ALL ON FUNCTION iapi_tokens.authenticate(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION iapi_tokens.current_token() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION iapi_tokens.authenticate(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION iapi_tokens.current_token() TO PUBLIC;
+
+-- authenticate() verifies, so it gets verify_token's grants: PUBLIC as
+-- installed, or exactly the roles a restricted verify_token has.
+DO $$
+DECLARE
+	verify_acl pg_catalog.aclitem[] := (
+		SELECT p.proacl FROM pg_catalog.pg_proc p
+		 WHERE p.oid = 'iapi_tokens.verify_token(text)'::pg_catalog.regprocedure);
+	grantee record;
+BEGIN
+	IF verify_acl IS NULL OR EXISTS (
+		SELECT FROM pg_catalog.aclexplode(verify_acl) a
+		 WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') THEN
+		GRANT EXECUTE ON FUNCTION iapi_tokens.authenticate(text) TO PUBLIC;
+		RETURN;
+	END IF;
+	FOR grantee IN
+		SELECT r.rolname, a.is_grantable
+		  FROM pg_catalog.aclexplode(verify_acl) a
+		  JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+		 WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> a.grantor
+	LOOP
+		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION iapi_tokens.authenticate(text) TO %I%s',
+								  grantee.rolname,
+								  CASE WHEN grantee.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+	END LOOP;
+	RAISE WARNING 'iapi_tokens.authenticate(text) was granted as iapi_tokens.verify_token(text) is, without PUBLIC'
+		USING DETAIL = 'pg_dump counts these grants as the extension''s own, so a dump restored into a fresh installation gives EXECUTE back to PUBLIC.',
+			  HINT = 'After such a restore, run your REVOKE and GRANT on both functions again.';
+END
+$$;

@@ -15,6 +15,21 @@
 
 \echo Use "CREATE EXTENSION iapi_tokens_rest" to load this file. \quit
 
+-- The pre-request needs iapi_tokens.authenticate(), new in 1.2.  PL/pgSQL
+-- bodies are checked only when they run, so check here, not at the first
+-- request.
+DO $$
+BEGIN
+	IF (SELECT pg_catalog.string_to_array(e.extversion, '.')::integer[]
+		  FROM pg_catalog.pg_extension e WHERE e.extname = 'iapi_tokens')
+	   OPERATOR(pg_catalog.<) '{1,2}'::integer[] THEN
+		RAISE EXCEPTION 'iapi_tokens_rest needs iapi_tokens 1.2 or later'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Run ALTER EXTENSION iapi_tokens UPDATE first.';
+	END IF;
+END
+$$;
+
 COMMENT ON SCHEMA iapi_rest IS
 	'The PostgREST routes of iapi_tokens (extension iapi_tokens_rest); expose it with db-schemas';
 
@@ -60,8 +75,9 @@ COMMENT ON FUNCTION iapi_rest_internal.raise_http(integer, text, text, text) IS
 	'Raises SQLSTATE PT<status>, which PostgREST answers with that HTTP status';
 
 -- The core's SQLSTATEs that PostgREST would answer with a misleading status
--- (55000 is a 500 there, 23514 a 400, 42704 a 400) get the right one; the
--- rest already map well (22xxx 400, 23505 409, 42501 401/403) and pass.
+-- (55000 is a 500 there, 23514 a 400, 42704 a 400, a transient conflict a
+-- 500) get the right one; the rest already map well (22xxx 400, 23505 409,
+-- 42501 401/403) and pass.
 CREATE FUNCTION iapi_rest_internal.rethrow(
 	code text,
 	message text,
@@ -76,6 +92,9 @@ DECLARE
 		WHEN '42704' THEN 404	-- undefined_object: unknown, or not the caller's
 		WHEN '55000' THEN 409	-- object_not_in_prerequisite_state
 		WHEN '23514' THEN 409	-- check_violation: a token limit
+		WHEN '40001' THEN 503	-- serialization_failure: retry
+		WHEN '40P01' THEN 503	-- deadlock_detected: retry
+		WHEN '55P03' THEN 503	-- lock_not_available: retry
 		END;
 BEGIN
 	IF status IS NOT NULL THEN
@@ -189,7 +208,8 @@ BEGIN
 			'Source routes act for the Stitch client the claim names.',
 			'Issue the JWT with a numeric stitch_client_id claim.');
 	END IF;
-	IF claim !~ '^[0-9]{1,18}$' THEN
+	-- Not 0: sources without a client share that name space.
+	IF claim !~ '^[1-9][0-9]{0,17}$' THEN
 		PERFORM iapi_rest_internal.raise_http(403, 'the stitch_client_id claim is not a client id',
 			'It must be a positive integer.');
 	END IF;
@@ -595,11 +615,9 @@ COMMENT ON FUNCTION iapi_rest.whoami() IS
 	'GET /rpc/whoami: who the request''s X-Api-Key belongs to: a source (and its client) or a role';
 
 -- ---------------------------------------------------------------------------
--- Privileges.  The routes are nobody's: rest/roles.sql grants each to the
--- roles PostgREST switches to.  PUBLIC may run the helpers that the SECURITY
--- INVOKER routes call as the request's role; they read the request and
--- raise errors, nothing else.  client_id() and client_source() are called
--- only by SECURITY DEFINER routes and stay the owner's.
+-- Privileges: none for anyone.  rest/roles.sql grants the routes, and the
+-- helpers that SECURITY INVOKER routes call as the request's role, to the
+-- roles PostgREST switches to.
 -- ---------------------------------------------------------------------------
 
 DO $$
@@ -625,13 +643,3 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iapi_rest FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iapi_rest_internal FROM PUBLIC;
 REVOKE ALL ON SCHEMA iapi_rest FROM PUBLIC;
 REVOKE ALL ON SCHEMA iapi_rest_internal FROM PUBLIC;
-GRANT USAGE ON SCHEMA iapi_rest_internal TO PUBLIC;
-GRANT EXECUTE ON FUNCTION
-	iapi_rest_internal.raise_http(integer, text, text, text),
-	iapi_rest_internal.rethrow(text, text, text, text),
-	iapi_rest_internal.raise_unauthorized(text, text),
-	iapi_rest_internal.request_header(text),
-	iapi_rest_internal.path_param(anyelement, text, text),
-	iapi_rest_internal.iso8601_ms(timestamptz),
-	iapi_rest_internal.token_info(uuid, text, timestamptz, timestamptz, timestamptz)
-	TO PUBLIC;

@@ -4,7 +4,12 @@
 -- schema PostgREST does not expose.
 \set SHOW_CONTEXT never
 CREATE EXTENSION iapi_tokens_rest;	-- needs iapi_tokens
-CREATE EXTENSION iapi_tokens_rest CASCADE;
+-- ... at version 1.2 at least: its pre-request calls authenticate().
+CREATE EXTENSION iapi_tokens VERSION '1.1';
+CREATE EXTENSION iapi_tokens_rest;
+\echo :LAST_ERROR_SQLSTATE
+ALTER EXTENSION iapi_tokens UPDATE;
+CREATE EXTENSION iapi_tokens_rest;
 SELECT extname, extversion, extnamespace::regnamespace
   FROM pg_extension WHERE extname LIKE 'iapi%' ORDER BY 1;
 
@@ -21,7 +26,7 @@ SELECT p.oid::regprocedure AS undocumented
 SELECT n.nspname, obj_description(n.oid, 'pg_namespace') IS NOT NULL AS documented
   FROM pg_namespace n WHERE n.nspname LIKE 'iapi_rest%' ORDER BY 1;
 
--- PUBLIC may run only the helpers, and has no USAGE on the routes' schema.
+-- PUBLIC may run nothing and use neither schema: rest/roles.sql grants.
 SELECT p.oid::regprocedure AS public_can_execute
   FROM pg_proc p
  WHERE p.pronamespace IN ('iapi_rest'::regnamespace, 'iapi_rest_internal'::regnamespace)
@@ -35,6 +40,11 @@ SELECT has_schema_privilege('public', 'iapi_rest', 'USAGE') AS public_usage_rout
 SELECT iapi_rest_internal.raise_http(404, 'nothing here', NULL, 'look elsewhere');
 \echo :LAST_ERROR_SQLSTATE
 SELECT iapi_rest_internal.raise_http(409, 'busy', 'a detail', NULL);
+\echo :LAST_ERROR_SQLSTATE
+-- A transient conflict is a 503 to retry, not PostgREST's 500.
+SELECT iapi_rest_internal.rethrow('40001', 'could not serialize access', '', '');
+\echo :LAST_ERROR_SQLSTATE
+SELECT iapi_rest_internal.rethrow('22023', 'passes through', 'as it was', '');
 \echo :LAST_ERROR_SQLSTATE
 BEGIN;
 SELECT set_config('request.headers', '{"x-iapi-source-id": "42", "x-api-key": "k"}', true) IS NOT NULL AS set;

@@ -92,9 +92,16 @@ SELECT id AS t3, access_token AS tok3 FROM iapi_tokens.rotate_token(:sid, :t1, '
 SELECT count(*) AS active FROM iapi_tokens.list_tokens(:sid);
 SELECT action FROM iapi_tokens.audit ORDER BY id;
 
--- 1.1 -> 1.2 adds authenticate() and current_token(), open to PUBLIC.
+-- 1.1 -> 1.2 adds authenticate() and current_token().  authenticate()
+-- verifies, so it gets verify_token's grants: here only regress_iapi_app's
+-- (the warning says so), never PUBLIC's.
 ALTER EXTENSION iapi_tokens UPDATE TO '1.2';
 SELECT extversion FROM pg_extension WHERE extname = 'iapi_tokens';
+CREATE ROLE regress_iapi_other NOLOGIN;
+SELECT has_function_privilege('regress_iapi_app', 'iapi_tokens.authenticate(text)', 'EXECUTE') AS app_authenticates,
+	   has_function_privilege('regress_iapi_other', 'iapi_tokens.authenticate(text)', 'EXECUTE') AS public_authenticates,
+	   has_function_privilege('regress_iapi_other', 'iapi_tokens.current_token()', 'EXECUTE') AS public_reads_current;
+DROP ROLE regress_iapi_other;
 BEGIN;
 SELECT token_id = :t3 AS authenticates FROM iapi_tokens.authenticate(:'tok3');
 SELECT token_id = :t3 AS current FROM iapi_tokens.current_token();
@@ -104,6 +111,8 @@ COMMIT;
 REVOKE EXECUTE ON FUNCTION iapi_tokens.revoke_token(bigint, bigint) FROM regress_iapi_app;
 GRANT EXECUTE ON FUNCTION iapi_tokens.verify_token(text) TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION iapi_tokens.verify_token(text) FROM regress_iapi_app;
+GRANT EXECUTE ON FUNCTION iapi_tokens.authenticate(text) TO PUBLIC;
+REVOKE EXECUTE ON FUNCTION iapi_tokens.authenticate(text) FROM regress_iapi_app;
 SELECT * FROM public.iapi_fingerprint() EXCEPT SELECT * FROM fresh;
 SELECT * FROM fresh EXCEPT SELECT * FROM public.iapi_fingerprint();
 

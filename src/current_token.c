@@ -9,6 +9,8 @@
  * policies and functions read it with current_token().  Keeping it for one
  * transaction matches PostgREST, which runs each request in its own
  * transaction on pooled connections: nothing carries over to the next one.
+ * Within a transaction it follows subtransactions: a rolled-back savepoint
+ * takes back the authentication made inside it.
  *
  *-------------------------------------------------------------------------
  */
@@ -32,6 +34,7 @@ static const bool column_byval[IAPI_VERIFY_COLUMNS] = {
 
 /* By-reference values live in TopTransactionContext, freed with it. */
 static bool current_valid = false;
+static SubTransactionId current_subid = InvalidSubTransactionId;
 static Datum current_values[IAPI_VERIFY_COLUMNS];
 static bool current_nulls[IAPI_VERIFY_COLUMNS];
 
@@ -52,10 +55,30 @@ forget_current_token(XactEvent event, void *arg pg_attribute_unused())
 	}
 }
 
+/*
+ * A token authenticated in a subtransaction that rolls back is forgotten,
+ * as everything else it did is; one that commits passes to the parent.  A
+ * token forgotten inside a rolled-back subtransaction stays forgotten: the
+ * safe way to be wrong.
+ */
+static void
+forget_current_token_sub(SubXactEvent event, SubTransactionId mySubid,
+						 SubTransactionId parentSubid,
+						 void *arg pg_attribute_unused())
+{
+	if (!current_valid || current_subid != mySubid)
+		return;
+	if (event == SUBXACT_EVENT_COMMIT_SUB)
+		current_subid = parentSubid;
+	else if (event == SUBXACT_EVENT_ABORT_SUB)
+		current_valid = false;
+}
+
 void
 iapi_current_token_init(void)
 {
 	RegisterXactCallback(forget_current_token, NULL);
+	RegisterSubXactCallback(forget_current_token_sub, NULL);
 }
 
 PG_FUNCTION_INFO_V1(iapi_tokens_authenticate);
@@ -84,6 +107,7 @@ iapi_tokens_authenticate(PG_FUNCTION_ARGS)
 			datumCopy(values[i], column_byval[i], column_typlen[i]);
 	}
 	MemoryContextSwitchTo(oldcontext);
+	current_subid = GetCurrentSubTransactionId();
 	current_valid = true;
 
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);

@@ -122,6 +122,10 @@ is_error($res, 403, 'PT403', 'a JWT without stitch_client_id', qr/stitch_client_
 $res = call(GET => 'list_sources', claims => { role => 'iapi_source_admin', stitch_client_id => 'x' });
 is_error($res, 403, 'PT403', 'a non-numeric stitch_client_id');
 
+# Client 0 would share names with sources made outside the API, with no client.
+$res = call(GET => 'list_sources', claims => { role => 'iapi_source_admin', stitch_client_id => 0 });
+is_error($res, 403, 'PT403', 'stitch_client_id 0');
+
 # --- Source tokens ---------------------------------------------------------
 
 $res = call(POST => 'generate_token', claims => $client_a, body => { source_id => $sid });

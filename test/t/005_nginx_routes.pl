@@ -178,9 +178,9 @@ close $probe;
 
 my $conf = slurp($shipped);
 my $upstreams = ($conf =~ s/\b127\.0\.0\.1:3000\b/127.0.0.1:$echo_port/g);
-my $listens   = ($conf =~ s/^(\s*)listen 8080;/${1}listen 127.0.0.1:$port;/mg);
+my $listens   = ($conf =~ s/^(\s*)listen 127\.0\.0\.1:8080;/${1}listen 127.0.0.1:$port;/mg);
 is($upstreams, 1, 'the shipped upstream points at 127.0.0.1:3000');
-is($listens,   1, 'the shipped server block listens on 8080');
+is($listens,   1, 'the shipped server block listens on 127.0.0.1:8080 only');
 like($conf, qr/server 127\.0\.0\.1:$echo_port;/,
 	'the test configuration points at the echo upstream');
 like($conf, qr/^\s*listen 127\.0\.0\.1:$port;/m,
