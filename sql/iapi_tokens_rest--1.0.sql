@@ -615,9 +615,12 @@ COMMENT ON FUNCTION iapi_rest.whoami() IS
 	'GET /rpc/whoami: who the request''s X-Api-Key belongs to: a source (and its client) or a role';
 
 -- ---------------------------------------------------------------------------
--- Privileges: none for anyone.  rest/roles.sql grants the routes, and the
--- helpers that SECURITY INVOKER routes call as the request's role, to the
--- roles PostgREST switches to.
+-- Privileges.  The routes are nobody's: rest/roles.sql grants each to the
+-- roles PostgREST switches to.  PUBLIC may use the helpers that SECURITY
+-- INVOKER routes call as the request's role, so that a grant on a route is
+-- all a role needs; they read the request and raise errors, nothing else.
+-- client_id() and client_source() serve SECURITY DEFINER routes only and
+-- stay the owner's.
 -- ---------------------------------------------------------------------------
 
 DO $$
@@ -643,3 +646,13 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iapi_rest FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iapi_rest_internal FROM PUBLIC;
 REVOKE ALL ON SCHEMA iapi_rest FROM PUBLIC;
 REVOKE ALL ON SCHEMA iapi_rest_internal FROM PUBLIC;
+GRANT USAGE ON SCHEMA iapi_rest_internal TO PUBLIC;
+GRANT EXECUTE ON FUNCTION
+	iapi_rest_internal.request_header(text),
+	iapi_rest_internal.raise_http(integer, text, text, text),
+	iapi_rest_internal.rethrow(text, text, text, text),
+	iapi_rest_internal.raise_unauthorized(text, text),
+	iapi_rest_internal.path_param(anyelement, text, text),
+	iapi_rest_internal.iso8601_ms(timestamptz),
+	iapi_rest_internal.token_info(uuid, text, timestamptz, timestamptz, timestamptz)
+	TO PUBLIC;

@@ -26,7 +26,8 @@ SELECT p.oid::regprocedure AS undocumented
 SELECT n.nspname, obj_description(n.oid, 'pg_namespace') IS NOT NULL AS documented
   FROM pg_namespace n WHERE n.nspname LIKE 'iapi_rest%' ORDER BY 1;
 
--- PUBLIC may run nothing and use neither schema: rest/roles.sql grants.
+-- PUBLIC reaches no route: rest/roles.sql grants them.  It may run the
+-- helpers, which only read the request and raise errors.
 SELECT p.oid::regprocedure AS public_can_execute
   FROM pg_proc p
  WHERE p.pronamespace IN ('iapi_rest'::regnamespace, 'iapi_rest_internal'::regnamespace)

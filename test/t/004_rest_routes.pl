@@ -63,6 +63,24 @@ sub call
 	return $api->request(method => $method, path => "/rpc/$fn", %rest);
 }
 
+# A success: the status, and JSON unless it is a 204 without a body.
+sub is_success
+{
+	my ($res, $status, $name) = @_;
+	is($res->{status}, $status, $name)
+	  or diag("$res->{status}: $res->{body}");
+	if ($status == 204)
+	{
+		ok(!exists $res->{headers}{'content-type'} && $res->{body} eq '',
+			"$name: no body, no content type");
+	}
+	else
+	{
+		is($res->{headers}{'content-type'}, 'application/json; charset=utf-8',
+			"$name: JSON content type");
+	}
+}
+
 # An error response in PostgREST's shape, with the expected status.
 sub is_error
 {
@@ -80,7 +98,7 @@ sub is_error
 
 my $res = call(POST => 'create_source', claims => $client_a,
 	body => { name => 'import_api', display_name => 'Import API' });
-is($res->{status}, 201, 'create_source: 201 Created');
+is_success($res, 201, 'create_source: 201 Created');
 is($api->last_access_mode, 'READ WRITE', 'create_source: POST of a VOLATILE function is read-write');
 is($res->{headers}{'content-type'}, 'application/json; charset=utf-8', 'create_source: JSON');
 my $source = $res->{json};
@@ -104,14 +122,14 @@ is_error($res, 409, '23505', 'a duplicate source name', qr/already in use/);
 
 $res = call(POST => 'create_source', claims => $client_b,
 	body => { name => 'import_api' });
-is($res->{status}, 201, 'another client may use the same name');
+is_success($res, 201, 'another client may use the same name');
 my $sid_b = $res->{json}{id};
 
 $res = call(POST => 'create_source', claims => $client_a, body => { name => 'Bad Name' });
 is_error($res, 400, '22023', 'an invalid source name', qr/invalid source name/);
 
 $res = call(GET => 'list_sources', claims => $client_a);
-is($res->{status}, 200, 'list_sources: 200');
+is_success($res, 200, 'list_sources: 200');
 is($api->last_access_mode, 'READ ONLY', 'list_sources: GET runs read-only');
 is_deeply([ map { $_->{id} } @{ $res->{json} } ], [$sid], 'list_sources: only the client\'s sources');
 is_deeply($res->{json}[0], $source, 'list_sources: the same Source object');
@@ -129,7 +147,7 @@ is_error($res, 403, 'PT403', 'stitch_client_id 0');
 # --- Source tokens ---------------------------------------------------------
 
 $res = call(POST => 'generate_token', claims => $client_a, body => { source_id => $sid });
-is($res->{status}, 200, 'generate_token: 200');
+is_success($res, 200, 'generate_token: 200');
 is_deeply([ sort keys %{ $res->{json} } ], [qw(access_token id)], 'generate_token: seed 000 shape');
 like($res->{json}{access_token}, $token_re, 'generate_token: a token');
 my ($t1, $tok1) = @{ $res->{json} }{qw(id access_token)};
@@ -138,7 +156,7 @@ push @tokens, $tok1;
 # The path parameter through the header nginx sets.
 $res = call(POST => 'generate_token', claims => $client_a, body => {},
 	headers => { 'X-Iapi-Source-Id' => $sid });
-is($res->{status}, 200, 'generate_token: source id from X-Iapi-Source-Id');
+is_success($res, 200, 'generate_token: source id from X-Iapi-Source-Id');
 my ($t2, $tok2) = @{ $res->{json} }{qw(id access_token)};
 push @tokens, $tok2;
 cmp_ok($t2, '>', $t1, 'token ids increase');
@@ -148,7 +166,7 @@ is_error($res, 409, 'PT409', 'a third active token', qr/revoke one first/);
 like($res->{json}{hint}, qr{DELETE /v4/sources/$sid/tokens/}, 'the third token: the hint names the route');
 
 $res = call(GET => 'list_tokens', claims => $client_a, query => { source_id => $sid });
-is($res->{status}, 200, 'list_tokens: 200');
+is_success($res, 200, 'list_tokens: 200');
 is($api->last_access_mode, 'READ ONLY', 'list_tokens: GET runs read-only');
 is_deeply([ map { $_->{token_id} } @{ $res->{json} } ], [ $t2, $t1 ], 'list_tokens: newest first');
 is_deeply([ sort keys %{ $res->{json}[0] } ], [qw(created_at token_id)], 'list_tokens: seed 002 shape');
@@ -192,7 +210,7 @@ is_deeply($res->{json}, [], 'client B lists its own source: no tokens');
 
 # Revocation returns the Source object with a new updated_at.
 $res = call(POST => 'revoke_token', claims => $client_a, body => { source_id => $sid, token_id => $t1 });
-is($res->{status}, 200, 'revoke_token: 200');
+is_success($res, 200, 'revoke_token: 200');
 is($res->{json}{id}, $sid, 'revoke_token: the Source object');
 cmp_ok($res->{json}{updated_at}, 'ge', $source->{updated_at}, 'revoke_token: updated_at moved on');
 is($res->{json}{report_card}{current_step}, 2, 'revoke_token: still configured with one token');
@@ -212,7 +230,7 @@ is_error($res, 400, 'PT400', 'revoke_token without token_id', qr/token_id is req
 
 # Seed 001: the older response, with the other token masked.
 $res = call(POST => 'generate_token_v3', claims => $client_a, body => { source_id => $sid });
-is($res->{status}, 200, 'generate_token_v3: 200');
+is_success($res, 200, 'generate_token_v3: 200');
 my $v3 = $res->{json};
 like($v3->{access_token}, $token_re, 'generate_token_v3: the new token');
 push @tokens, $v3->{access_token};
@@ -244,7 +262,7 @@ my $bob = { role => 'bob' };
 
 $res = call(POST => 'create_access_token', claims => $alice,
 	body => { lifetimeSeconds => 100, description => 'My 100-second token' });
-is($res->{status}, 201, 'create_access_token: 201 Created');
+is_success($res, 201, 'create_access_token: 201 Created');
 is_deeply([ sort keys %{ $res->{json} } ], [qw(tokenInfo tokenValue)], 'create_access_token: seed 003 shape');
 my $info = $res->{json}{tokenInfo};
 is_deeply([ sort keys %$info ], [qw(createdAt description expiredAt lastUsed tokenId)],
@@ -263,7 +281,7 @@ is($node->safe_psql('postgres',
 	'100.000000', 'create_access_token: expires lifetimeSeconds after creation');
 
 $res = call(POST => 'create_access_token', claims => $alice, body => { lifetimeSeconds => -1 });
-is($res->{status}, 201, 'create_access_token -1: 201');
+is_success($res, 201, 'create_access_token -1: 201');
 is($res->{json}{tokenInfo}{expiredAt}, undef, 'create_access_token -1: never expires');
 push @tokens, $res->{json}{tokenValue};
 my $puuid2 = $res->{json}{tokenInfo}{tokenId};
@@ -277,7 +295,7 @@ $res = call(POST => 'create_access_token', claims => $alice, body => { descripti
 is_error($res, 400, 'PT400', 'no lifetimeSeconds', qr/lifetimeSeconds is required/);
 
 $res = call(GET => 'list_access_tokens', claims => $alice);
-is($res->{status}, 200, 'list_access_tokens: 200');
+is_success($res, 200, 'list_access_tokens: 200');
 is($api->last_access_mode, 'READ ONLY', 'list_access_tokens: GET runs read-only');
 is_deeply([ keys %{ $res->{json} } ], ['data'], 'list_access_tokens: {"data": [...]}');
 is_deeply([ map { $_->{tokenId} } @{ $res->{json}{data} } ], [ $puuid2, $puuid ],
@@ -287,7 +305,7 @@ $res = call(GET => 'list_access_tokens', claims => $bob);
 is_deeply($res->{json}, { data => [] }, 'list_access_tokens: another role sees none of them');
 
 $res = call(GET => 'get_access_token', claims => $alice, query => { tokenId => $puuid });
-is($res->{status}, 200, 'get_access_token: 200');
+is_success($res, 200, 'get_access_token: 200');
 is_deeply($res->{json}, $info, 'get_access_token: the same tokenInfo');
 
 $res = call(GET => 'get_access_token', claims => $alice, headers => { 'X-Iapi-Token-Id' => $puuid });
@@ -303,7 +321,7 @@ $res = call(POST => 'delete_access_token', claims => $bob, body => { tokenId => 
 is_error($res, 404, 'PT404', 'delete_access_token of another role\'s token');
 
 $res = call(POST => 'delete_access_token', claims => $alice, body => { tokenId => $puuid2 });
-is($res->{status}, 204, 'delete_access_token: 204 No Content');
+is_success($res, 204, 'delete_access_token: 204 No Content');
 is($res->{body}, '', 'delete_access_token: no body');
 ok(!exists $res->{headers}{'content-type'}, 'delete_access_token: no content type');
 
@@ -316,7 +334,7 @@ is_error($res, 403, '42501', 'a source client on a personal-token route');
 # --- X-Api-Key: the pre-request and whoami ---------------------------------
 
 $res = call(GET => 'whoami', headers => { 'X-Api-Key' => $tok2 });
-is($res->{status}, 200, 'whoami with a source token: 200');
+is_success($res, 200, 'whoami with a source token: 200');
 is($api->last_access_mode, 'READ ONLY', 'whoami: the pre-request verifies in a read-only transaction');
 is($res->{json}{token_id}, $t2, 'whoami: the token');
 is($res->{json}{source_id}, $sid, 'whoami: its source');
@@ -350,7 +368,7 @@ is_error($res, 401, 'PT401', 'a bad key beside a good JWT');
 # Nothing carries over between requests on the pooled connection.
 call(GET => 'whoami', headers => { 'X-Api-Key' => $tok2 });
 $res = call(GET => 'whoami');
-is($res->{status}, 401, 'the next request on the connection is not authenticated');
+is_success($res, 401, 'the next request on the connection is not authenticated');
 is($api->dbh->selectrow_array('SELECT count(*) FROM iapi_tokens.current_token()'), 0,
 	'no current token outside a request');
 
@@ -362,9 +380,31 @@ $res = call(POST => 'generate_token', claims => $client_a, body => { source_id =
 is($res->{status}, 409, 'a POST with a key still gets the route\'s answer');
 $res = call(POST => 'create_source', claims => $client_a, body => { name => 'second' },
 	headers => { 'X-Api-Key' => $tok2 });
-is($res->{status}, 201, 'a POST with a valid key and a JWT');
+is_success($res, 201, 'a POST with a valid key and a JWT');
 is($node->safe_psql('postgres', "SELECT last_used_at IS NOT NULL FROM iapi_tokens.tokens WHERE id = $t2"),
 	't', 'a read-write pre-request records last_used_at');
+
+# --- Hardened PUBLIC grants ------------------------------------------------
+
+# rest/roles.sql grants everything the request roles use, so revoking
+# PUBLIC's grants on the core and the helpers changes no answer.
+$node->safe_psql(
+	'postgres', q{
+REVOKE USAGE ON SCHEMA iapi_tokens, iapi_rest_internal FROM PUBLIC;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA iapi_tokens FROM PUBLIC;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA iapi_rest_internal FROM PUBLIC;
+});
+$res = call(GET => 'whoami', headers => { 'X-Api-Key' => $tok2 });
+is_success($res, 200, 'hardened: whoami with a key');
+$res = call(GET => 'whoami', headers => { 'X-Api-Key' => $forged });
+is($res->{status}, 401, 'hardened: a bad key is still a 401');
+$res = call(POST => 'create_access_token', claims => $bob, body => { lifetimeSeconds => 60 });
+is_success($res, 201, 'hardened: create_access_token');
+push @tokens, $res->{json}{tokenValue};
+$res = call(GET => 'get_access_token', claims => $bob, query => { tokenId => $puuid });
+is($res->{status}, 404, 'hardened: another role\'s token is still a 404');
+$res = call(GET => 'list_tokens', claims => $client_a, query => { source_id => $sid });
+is_success($res, 200, 'hardened: list_tokens');
 
 # --- The statements are PostgREST's ----------------------------------------
 
