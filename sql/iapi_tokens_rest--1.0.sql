@@ -307,9 +307,11 @@ RETURNS json
 LANGUAGE sql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-	SELECT coalesce(json_agg(s.source ORDER BY s.n), '[]'::json)
-	  FROM iapi_tokens.list_sources(iapi_rest_internal.client_id())
-		   WITH ORDINALITY AS s(source, n);
+	-- Not iapi_tokens.list_sources(client): its "all or one client" filter
+	-- cannot use sources_client_idx.
+	SELECT coalesce(json_agg(iapi_tokens.source_json(s.id)::json ORDER BY s.id), '[]'::json)
+	  FROM iapi_tokens.sources s
+	 WHERE s.stitch_client_id = iapi_rest_internal.client_id();
 END;
 
 COMMENT ON FUNCTION iapi_rest.list_sources() IS
