@@ -116,15 +116,16 @@ SELECT id, action, token_id, source_id, owner_role, acting_role, details - 'expi
 \pset format unaligned
 \pset tuples_only on
 \echo '\n== Over HTTP (iapi_tokens_rest): the routes PostgREST serves, called as it calls them'
-\echo 'PostgREST sets the verified JWT claims, then calls the route; the status comes back in response.status.'
+\echo 'PostgREST sets the verified JWT claims, calls the route, and renders its row as JSON; the status comes back in response.status.'
 CREATE EXTENSION iapi_tokens_rest;
 BEGIN;
 SELECT set_config('request.jwt.claims', '{"role": "iapi_source_admin", "stitch_client_id": 116078}', true) \g /dev/null
-SELECT (iapi_rest.create_source('http_example', 'HTTP example')::jsonb ->> 'id') AS http_source \gset
+SELECT id AS http_source FROM iapi_rest.create_source('http_example', 'HTTP example') \gset
 SELECT '  POST /v4/sources -> ' || current_setting('response.status') || ', source ' || :http_source;
-SELECT (iapi_rest.generate_token(:http_source)::jsonb ->> 'access_token') AS http_token \gset
+SELECT access_token AS http_token FROM iapi_rest.generate_token(:http_source) \gset
 SELECT '  POST /v4/sources/' || :http_source || '/tokens -> 200, {"id", "access_token"}';
-SELECT '  GET /v4/sources/' || :http_source || '/tokens -> ' || iapi_rest.list_tokens(:http_source);
+SELECT '  GET /v4/sources/' || :http_source || '/tokens -> ' || json_agg(t)
+  FROM iapi_rest.list_tokens(:http_source) t;
 COMMIT;
 
 \echo '\n== Another client (stitch_client_id 116079) asks for that source: 404, as if it did not exist'
@@ -140,7 +141,7 @@ END $$;
 BEGIN READ ONLY;
 SELECT set_config('request.headers', json_build_object('x-api-key', :'http_token')::text, true) \g /dev/null
 SELECT iapi_rest.authenticate() \g /dev/null
-SELECT '  ' || iapi_rest.whoami();
+SELECT '  ' || row_to_json(w) FROM iapi_rest.whoami() w;
 COMMIT;
 
 DROP EXTENSION iapi_tokens_rest;

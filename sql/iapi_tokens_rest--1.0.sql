@@ -1,7 +1,8 @@
 -- iapi_tokens_rest 1.0: the HTTP routes of the seeds, served by PostgREST.
 --
 -- PostgREST exposes schema iapi_rest.  Each route is one function that
--- returns the seed's JSON and sets the HTTP status:
+-- returns the seed's object as a composite type (PostgREST renders it as
+-- JSON) and sets the HTTP status:
 --   * source routes act for the Stitch client named by the JWT's
 --     stitch_client_id claim; another client's source does not exist (404);
 --   * personal-token routes act for the JWT's role, which owns the tokens;
@@ -244,8 +245,78 @@ COMMENT ON FUNCTION iapi_rest_internal.client_source(bigint) IS
 	'Internal: the source id of the request if the caller''s client owns it; 404 otherwise';
 
 -- ---------------------------------------------------------------------------
--- JSON shapes
+-- Response shapes.  Each route returns a composite type (or a set of them),
+-- so PostgREST renders the seed's object (or array) itself, and SQL callers
+-- get columns.  Timestamps are text in the seeds' formats.
 -- ---------------------------------------------------------------------------
+
+-- The Connect API Source object, in the order of seed 002's example.
+CREATE TYPE iapi_rest.source AS (
+	properties jsonb,
+	updated_at text,
+	schedule jsonb,
+	name text,
+	type text,
+	deleted_at text,
+	system_paused_at text,
+	stitch_client_id bigint,
+	paused_at text,
+	id bigint,
+	display_name text,
+	created_at text,
+	report_card jsonb);
+
+COMMENT ON TYPE iapi_rest.source IS
+	'The Connect API v4 Source object (seed 002)';
+
+CREATE TYPE iapi_rest.import_api_token AS (
+	id bigint,
+	access_token text);
+
+COMMENT ON TYPE iapi_rest.import_api_token IS
+	'The Import API access token object of POST /v4/sources/{source_id}/tokens (seed 000)';
+
+CREATE TYPE iapi_rest.import_api_token_v3 AS (
+	access_token text,
+	connection jsonb);
+
+COMMENT ON TYPE iapi_rest.import_api_token_v3 IS
+	'The older response of POST /v4/sources/{source_id}/tokens (seed 001), other tokens masked';
+
+CREATE TYPE iapi_rest.token_info AS (
+	"tokenId" uuid,
+	description text,
+	"expiredAt" text,
+	"lastUsed" text,
+	"createdAt" text);
+
+COMMENT ON TYPE iapi_rest.token_info IS
+	'The Trifacta tokenInfo object (seed 003)';
+
+CREATE TYPE iapi_rest.access_token AS (
+	"tokenValue" text,
+	"tokenInfo" iapi_rest.token_info);
+
+COMMENT ON TYPE iapi_rest.access_token IS
+	'The response of POST /v4/apiAccessTokens (seed 003)';
+
+CREATE TYPE iapi_rest.access_token_list AS (
+	data iapi_rest.token_info[]);
+
+COMMENT ON TYPE iapi_rest.access_token_list IS
+	'The response of GET /v4/apiAccessTokens: {"data": [tokenInfo, ...]}';
+
+CREATE TYPE iapi_rest.identity AS (
+	token_id bigint,
+	source_id bigint,
+	stitch_client_id bigint,
+	owner text,
+	access_token_id uuid,
+	created_at text,
+	expires_at text);
+
+COMMENT ON TYPE iapi_rest.identity IS
+	'Who a request''s X-Api-Key belongs to (GET /rpc/whoami)';
 
 CREATE FUNCTION iapi_rest_internal.iso8601_ms(ts timestamptz)
 RETURNS text
@@ -262,24 +333,33 @@ CREATE FUNCTION iapi_rest_internal.token_info(
 	expired_at timestamptz,
 	last_used timestamptz,
 	created_at timestamptz)
-RETURNS json
+RETURNS iapi_rest.token_info
 LANGUAGE sql STABLE PARALLEL SAFE
-RETURN pg_catalog.json_build_object(
-	'tokenId', token_id,
-	'description', description,
-	'expiredAt', iapi_rest_internal.iso8601_ms(expired_at),
-	'lastUsed', iapi_rest_internal.iso8601_ms(last_used),
-	'createdAt', iapi_rest_internal.iso8601_ms(created_at));
+RETURN ROW(token_id, description,
+		   iapi_rest_internal.iso8601_ms(expired_at),
+		   iapi_rest_internal.iso8601_ms(last_used),
+		   iapi_rest_internal.iso8601_ms(created_at))::iapi_rest.token_info;
 
 COMMENT ON FUNCTION iapi_rest_internal.token_info(uuid, text, timestamptz, timestamptz, timestamptz) IS
 	'The Trifacta tokenInfo object';
+
+-- source_json() is the core's Source object; its keys are the type's fields.
+CREATE FUNCTION iapi_rest_internal.source(source_id bigint)
+RETURNS iapi_rest.source
+LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+RETURN pg_catalog.jsonb_populate_record(NULL::iapi_rest.source,
+										iapi_tokens.source_json(source_id));
+
+COMMENT ON FUNCTION iapi_rest_internal.source(bigint) IS
+	'Internal: a source as the Source object type';
 
 -- ---------------------------------------------------------------------------
 -- Stitch Connect: sources and their Import API tokens
 -- ---------------------------------------------------------------------------
 
 CREATE FUNCTION iapi_rest.create_source(name text DEFAULT NULL, display_name text DEFAULT NULL)
-RETURNS json
+RETURNS iapi_rest.source
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -290,7 +370,7 @@ BEGIN
 	sid := iapi_tokens.create_source(create_source.name, create_source.display_name,
 									 iapi_rest_internal.client_id());
 	PERFORM set_config('response.status', '201', true);
-	RETURN iapi_tokens.source_json(sid)::json;
+	RETURN iapi_rest_internal.source(sid);
 EXCEPTION WHEN OTHERS THEN
 	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
 		det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
@@ -303,34 +383,35 @@ COMMENT ON FUNCTION iapi_rest.create_source(text, text) IS
 	'POST /v4/sources: creates an Import API source for the caller''s client; 201 and the Source object';
 
 CREATE FUNCTION iapi_rest.list_sources()
-RETURNS json
+RETURNS SETOF iapi_rest.source
 LANGUAGE sql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
 	-- Not iapi_tokens.list_sources(client): its "all or one client" filter
 	-- cannot use sources_client_idx.
-	SELECT coalesce(json_agg(iapi_tokens.source_json(s.id)::json ORDER BY s.id), '[]'::json)
-	  FROM iapi_tokens.sources s
-	 WHERE s.stitch_client_id = iapi_rest_internal.client_id();
+	SELECT r.*
+	  FROM iapi_tokens.sources s,
+		   LATERAL iapi_rest_internal.source(s.id) r
+	 WHERE s.stitch_client_id = iapi_rest_internal.client_id()
+	 ORDER BY s.id;
 END;
 
 COMMENT ON FUNCTION iapi_rest.list_sources() IS
 	'GET /v4/sources: the caller''s client''s Source objects';
 
 CREATE FUNCTION iapi_rest.generate_token(source_id bigint DEFAULT NULL)
-RETURNS json
+RETURNS iapi_rest.import_api_token
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	sid bigint;
-	result json;
+	result iapi_rest.import_api_token;
 	st text; msg text; det text; hnt text;
 BEGIN
 	sid := iapi_rest_internal.client_source(generate_token.source_id);
 	BEGIN
-		SELECT json_build_object('id', g.id, 'access_token', g.access_token)
-		  INTO result
+		SELECT g.id, g.access_token INTO result
 		  FROM iapi_tokens.generate_token(sid) g;
 	EXCEPTION WHEN check_violation THEN
 		PERFORM iapi_rest_internal.raise_http(409,
@@ -353,7 +434,7 @@ COMMENT ON FUNCTION iapi_rest.generate_token(bigint) IS
 -- Seed 001 returned every active token in plaintext.  Only hashes are kept,
 -- so the other tokens show their display prefix, masked.
 CREATE FUNCTION iapi_rest.generate_token_v3(source_id bigint DEFAULT NULL)
-RETURNS json
+RETURNS iapi_rest.import_api_token_v3
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -387,7 +468,7 @@ BEGIN
 	source := iapi_tokens.source_json(sid);
 	source := source || jsonb_build_object('properties',
 		(source -> 'properties') || jsonb_build_object('token', tokens));
-	RETURN json_build_object('access_token', new_token, 'connection', source);
+	RETURN ROW(new_token, source)::iapi_rest.import_api_token_v3;
 EXCEPTION WHEN OTHERS THEN
 	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
 		det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
@@ -400,28 +481,23 @@ COMMENT ON FUNCTION iapi_rest.generate_token_v3(bigint) IS
 	'The older POST /v4/sources/{source_id}/tokens response (seed 001), with the other tokens masked';
 
 CREATE FUNCTION iapi_rest.list_tokens(source_id bigint DEFAULT NULL)
-RETURNS json
-LANGUAGE plpgsql STABLE
+RETURNS TABLE (token_id bigint, created_at text)
+LANGUAGE plpgsql STABLE ROWS 2
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	sid bigint;
-	result json;
 	st text; msg text; det text; hnt text;
 BEGIN
 	sid := iapi_rest_internal.client_source(list_tokens.source_id);
-	SELECT coalesce(json_agg(json_build_object(
-				'token_id', t.token_id,
-				'created_at', iapi_tokens.iso8601(t.created_at))
-			ORDER BY t.token_id DESC), '[]'::json)
-	  INTO result
-	  FROM iapi_tokens.list_tokens(sid) t;
-	RETURN result;
+	RETURN QUERY
+		SELECT t.token_id, iapi_tokens.iso8601(t.created_at)
+		  FROM iapi_tokens.list_tokens(sid) t
+		 ORDER BY t.token_id DESC;
 EXCEPTION WHEN OTHERS THEN
 	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
 		det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
 	PERFORM iapi_rest_internal.rethrow(st, msg, det, hnt);
-	RETURN NULL;
 END
 $$;
 
@@ -429,7 +505,7 @@ COMMENT ON FUNCTION iapi_rest.list_tokens(bigint) IS
 	'GET /v4/sources/{source_id}/tokens: [{"token_id", "created_at"}], newest first';
 
 CREATE FUNCTION iapi_rest.revoke_token(source_id bigint DEFAULT NULL, token_id bigint DEFAULT NULL)
-RETURNS json
+RETURNS iapi_rest.source
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -440,7 +516,7 @@ DECLARE
 BEGIN
 	sid := iapi_rest_internal.client_source(revoke_token.source_id);
 	tid := iapi_rest_internal.path_param(revoke_token.token_id, 'x-iapi-token-id', 'token_id');
-	RETURN iapi_tokens.revoke_token(sid, tid)::json;
+	RETURN jsonb_populate_record(NULL::iapi_rest.source, iapi_tokens.revoke_token(sid, tid));
 EXCEPTION WHEN OTHERS THEN
 	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
 		det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
@@ -460,12 +536,12 @@ COMMENT ON FUNCTION iapi_rest.revoke_token(bigint, bigint) IS
 CREATE FUNCTION iapi_rest.create_access_token(
 	"lifetimeSeconds" integer DEFAULT NULL,
 	description text DEFAULT NULL)
-RETURNS json
+RETURNS iapi_rest.access_token
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	result json;
+	result iapi_rest.access_token;
 	st text; msg text; det text; hnt text;
 BEGIN
 	IF "lifetimeSeconds" IS NULL THEN
@@ -473,10 +549,9 @@ BEGIN
 			'Give the lifetime in seconds, or -1 for a token that never expires.');
 	END IF;
 	BEGIN
-		SELECT json_build_object(
-				'tokenValue', c.token_value,
-				'tokenInfo', iapi_rest_internal.token_info(c.token_id, c.description,
-												  c.expired_at, c.last_used, c.created_at))
+		SELECT c.token_value,
+			   iapi_rest_internal.token_info(c.token_id, c.description,
+											 c.expired_at, c.last_used, c.created_at)
 		  INTO result
 		  FROM iapi_tokens.create_access_token("lifetimeSeconds",
 											   create_access_token.description) c;
@@ -499,14 +574,15 @@ COMMENT ON FUNCTION iapi_rest.create_access_token(integer, text) IS
 	'POST /v4/apiAccessTokens: 201 and {"tokenValue", "tokenInfo"}; the token is shown only here';
 
 CREATE FUNCTION iapi_rest.list_access_tokens()
-RETURNS json
+RETURNS iapi_rest.access_token_list
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-	SELECT json_build_object('data', coalesce(json_agg(
-			iapi_rest_internal.token_info(t.token_id, t.description, t.expired_at,
-								 t.last_used, t.created_at)
-			ORDER BY t.created_at DESC, t.token_id), '[]'::json))
+	SELECT ROW(coalesce(array_agg(
+				iapi_rest_internal.token_info(t.token_id, t.description, t.expired_at,
+											  t.last_used, t.created_at)
+				ORDER BY t.created_at DESC, t.token_id),
+			'{}'))::iapi_rest.access_token_list
 	  FROM iapi_tokens.list_access_tokens() t;
 END;
 
@@ -514,19 +590,20 @@ COMMENT ON FUNCTION iapi_rest.list_access_tokens() IS
 	'GET /v4/apiAccessTokens: {"data": [tokenInfo, ...]}, the caller''s tokens, newest first';
 
 CREATE FUNCTION iapi_rest.get_access_token("tokenId" uuid DEFAULT NULL)
-RETURNS json
+RETURNS iapi_rest.token_info
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	result json;
+	result iapi_rest.token_info;
 	st text; msg text; det text; hnt text;
 BEGIN
-	SELECT iapi_rest_internal.token_info(t.token_id, t.description, t.expired_at,
-								t.last_used, t.created_at)
+	SELECT i.*
 	  INTO result
 	  FROM iapi_tokens.get_access_token(
-			iapi_rest_internal.path_param("tokenId", 'x-iapi-token-id', 'tokenId')) t;
+			iapi_rest_internal.path_param("tokenId", 'x-iapi-token-id', 'tokenId')) t,
+		   LATERAL iapi_rest_internal.token_info(t.token_id, t.description, t.expired_at,
+												 t.last_used, t.created_at) i;
 	RETURN result;
 EXCEPTION WHEN OTHERS THEN
 	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
@@ -588,25 +665,19 @@ COMMENT ON FUNCTION iapi_rest.authenticate() IS
 	'PostgREST db-pre-request: verifies an X-Api-Key header and makes it iapi_tokens.current_token(); 401 if it is not valid';
 
 CREATE FUNCTION iapi_rest.whoami()
-RETURNS json
+RETURNS iapi_rest.identity
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	result json;
+	result iapi_rest.identity;
 BEGIN
-	SELECT json_build_object(
-			'token_id', t.token_id,
-			'source_id', t.source_id,
-			'stitch_client_id', s.stitch_client_id,
-			'owner', t.owner::text,
-			'access_token_id', t.access_token_id,
-			'created_at', iapi_tokens.iso8601(t.created_at),
-			'expires_at', iapi_tokens.iso8601(t.expires_at))
+	SELECT t.token_id, t.source_id, s.stitch_client_id, t.owner::text, t.access_token_id,
+		   iapi_tokens.iso8601(t.created_at), iapi_tokens.iso8601(t.expires_at)
 	  INTO result
 	  FROM iapi_tokens.current_token() t
 	  LEFT JOIN iapi_tokens.sources s ON s.id = t.source_id;
-	IF result IS NULL THEN
+	IF NOT FOUND THEN
 		PERFORM iapi_rest_internal.raise_unauthorized('no API key was given', NULL);
 	END IF;
 	RETURN result;

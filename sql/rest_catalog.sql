@@ -13,8 +13,10 @@ CREATE EXTENSION iapi_tokens_rest;
 SELECT extname, extversion, extnamespace::regnamespace
   FROM pg_extension WHERE extname LIKE 'iapi%' ORDER BY 1;
 
-SELECT p.oid::regprocedure AS function, p.provolatile AS vol, p.prosecdef AS definer,
-	   p.proconfig AS config
+-- Each route returns the seed's object as a composite type, or a set of
+-- them, which PostgREST renders as an object or an array.
+SELECT p.oid::regprocedure AS function, pg_get_function_result(p.oid) AS returns,
+	   p.provolatile AS vol, p.prosecdef AS definer, p.proconfig AS config
   FROM pg_proc p
  WHERE p.pronamespace IN ('iapi_rest'::regnamespace, 'iapi_rest_internal'::regnamespace)
  ORDER BY p.oid::regprocedure::text;
@@ -23,6 +25,10 @@ SELECT p.oid::regprocedure AS undocumented
   FROM pg_proc p
  WHERE p.pronamespace IN ('iapi_rest'::regnamespace, 'iapi_rest_internal'::regnamespace)
    AND obj_description(p.oid, 'pg_proc') IS NULL;
+SELECT t.oid::regtype AS undocumented_type
+  FROM pg_type t
+ WHERE t.typnamespace = 'iapi_rest'::regnamespace AND t.typtype = 'c'
+   AND obj_description(t.oid, 'pg_type') IS NULL;
 SELECT n.nspname, obj_description(n.oid, 'pg_namespace') IS NOT NULL AS documented
   FROM pg_namespace n WHERE n.nspname LIKE 'iapi_rest%' ORDER BY 1;
 

@@ -12,18 +12,20 @@
 #          set_config('request.jwt.claims', $3, true), ... request.method,
 #          request.path, request.headers, request.cookies;
 #   select "iapi_rest"."authenticate"()            -- db-pre-request
-#   WITH pgrst_source AS (SELECT pgrst_call.pgrst_scalar FROM
+#   WITH pgrst_source AS (SELECT pgrst_call.* FROM
 #     (SELECT $1 AS json_data) pgrst_payload,
 #     LATERAL (SELECT "a" FROM json_to_record(pgrst_payload.json_data)
 #              AS _("a" bigint) LIMIT 1) pgrst_body,
-#     LATERAL (SELECT "iapi_rest"."fn"("a" := pgrst_body."a") pgrst_scalar)
-#       pgrst_call)
+#     LATERAL "iapi_rest"."fn"("a" := pgrst_body."a") pgrst_call)
 #   SELECT null::bigint AS total_result_set, pg_catalog.count(_postgrest_t)
-#          AS page_total, coalesce(json_agg(_postgrest_t.pgrst_scalar)->0,
-#          'null') AS body, nullif(current_setting('response.headers', true),
-#          '') AS response_headers, nullif(current_setting('response.status',
+#          AS page_total, coalesce(json_agg(_postgrest_t)->0, 'null') AS body,
+#          nullif(current_setting('response.headers', true), '')
+#          AS response_headers, nullif(current_setting('response.status',
 #          true), '') AS response_status
 #     FROM (SELECT "pgrst_source".* FROM "pgrst_source") _postgrest_t
+#   (a set-returning function aggregates to coalesce(json_agg(_postgrest_t),
+#   '[]'); a scalar or void one is called as (SELECT fn(...) pgrst_scalar)
+#   and aggregated as json_agg(_postgrest_t.pgrst_scalar));
 #   COMMIT, or ROLLBACK after an error.
 #
 # Errors become PostgREST's JSON body and status: SQLSTATE PTnnn is status
@@ -80,13 +82,14 @@ sub routine
 	my ($self, $name) = @_;
 	return $self->{routines}{$name} if $self->{routines}{$name};
 	my $row = $self->{dbh}->selectrow_hashref(
-		q{SELECT p.provolatile,
+		q{SELECT p.provolatile, p.proretset,
 				 p.prorettype = 'void'::regtype AS returns_void,
+				 (t.typtype = 'c' OR p.prorettype = 'record'::regtype) AS returns_composite,
 				 coalesce(p.proargnames, '{}') AS names,
 				 (SELECT array_agg(format_type(t, NULL) ORDER BY i)
 					FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS a(t, i)) AS types,
 				 p.pronargs, p.pronargdefaults
-			FROM pg_proc p
+			FROM pg_proc p JOIN pg_type t ON t.oid = p.prorettype
 		   WHERE p.pronamespace = $1::regnamespace AND p.proname = $2},
 		undef, $self->{schema}, $name);
 	return undef unless $row;
@@ -96,6 +99,8 @@ sub routine
 	$self->{routines}{$name} = {
 		volatile => $row->{provolatile} eq 'v',
 		returns_void => $row->{returns_void},
+		returns_composite => $row->{returns_composite},
+		returns_set => $row->{proretset},
 		params => [ map { { name => $names[$_], type => $types[$_], required => $_ < $required } }
 			  0 .. $#types ],
 	};
@@ -154,24 +159,35 @@ sub request
 	my $read_only = ($method eq 'GET' || $method eq 'HEAD' || !$routine->{volatile});
 	$self->{last_access_mode} = $read_only ? 'READ ONLY' : 'READ WRITE';
 
+	# A composite result is selected as pgrst_call.*, a scalar one (void
+	# included) as pgrst_scalar; a set is a JSON array, a single row its
+	# first element.
 	my $qfn = qq{"$self->{schema}"."$fn"};
+	my $composite = $routine->{returns_composite};
+	my $named = join ', ', map { qq{"$_->{name}" := pgrst_body."$_->{name}"} } @params;
+	my $invoke = $composite ? "$qfn($named) pgrst_call"
+	  : "(SELECT $qfn($named) pgrst_scalar) pgrst_call";
+	my $selected = $composite ? 'pgrst_call.*' : 'pgrst_call.pgrst_scalar';
 	my $call;
 	if (@params)
 	{
 		my $cols = join ', ', map { qq{"$_->{name}"} } @params;
 		my $typed = join ', ', map { qq{"$_->{name}" $_->{type}} } @params;
-		my $named = join ', ', map { qq{"$_->{name}" := pgrst_body."$_->{name}"} } @params;
-		$call = "SELECT pgrst_call.pgrst_scalar FROM (SELECT \$1 AS json_data) pgrst_payload, "
+		$call = "SELECT $selected FROM (SELECT \$1 AS json_data) pgrst_payload, "
 		  . "LATERAL (SELECT $cols FROM json_to_record(pgrst_payload.json_data) AS _($typed) LIMIT 1) pgrst_body , "
-		  . "LATERAL (SELECT $qfn($named) pgrst_scalar) pgrst_call";
+		  . "LATERAL $invoke";
 	}
 	else
 	{
-		$call = "SELECT pgrst_call.pgrst_scalar FROM (SELECT $qfn() pgrst_scalar) pgrst_call";
+		$call = "SELECT $selected FROM $invoke";
 	}
+	my $aggregated = $composite ? 'json_agg(_postgrest_t)' : 'json_agg(_postgrest_t.pgrst_scalar)';
+	my $body_sql = $routine->{returns_set}
+	  ? "coalesce($aggregated, '[]')"
+	  : "coalesce($aggregated->0, 'null')";
 	my $main = "WITH pgrst_source AS ($call) "
 	  . "SELECT null::bigint AS total_result_set, pg_catalog.count(_postgrest_t) AS page_total, "
-	  . "coalesce(json_agg(_postgrest_t.pgrst_scalar)->0, 'null') AS body, "
+	  . "$body_sql AS body, "
 	  . "nullif(current_setting('response.headers', true), '') AS response_headers, "
 	  . "nullif(current_setting('response.status', true), '') AS response_status "
 	  . "FROM (SELECT \"pgrst_source\".* FROM \"pgrst_source\") _postgrest_t";
