@@ -45,40 +45,11 @@ COMMENT ON SCHEMA iapi_rest_internal IS
 -- Errors
 -- ---------------------------------------------------------------------------
 
--- PostgREST answers status NNN for SQLSTATE PTNNN.  RAISE refuses NULL
--- options, hence the four forms.
-CREATE FUNCTION iapi_rest_internal.raise_http(
-	status integer,
-	message text,
-	detail text DEFAULT NULL,
-	hint text DEFAULT NULL)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	code text := 'PT' || raise_http.status;
-BEGIN
-	IF nullif(detail, '') IS NULL AND nullif(hint, '') IS NULL THEN
-		RAISE EXCEPTION USING ERRCODE = code, MESSAGE = message;
-	ELSIF nullif(detail, '') IS NULL THEN
-		RAISE EXCEPTION USING ERRCODE = code, MESSAGE = message, HINT = hint;
-	ELSIF nullif(hint, '') IS NULL THEN
-		RAISE EXCEPTION USING ERRCODE = code, MESSAGE = message, DETAIL = detail;
-	ELSE
-		RAISE EXCEPTION USING ERRCODE = code, MESSAGE = message, DETAIL = detail,
-							  HINT = hint;
-	END IF;
-END
-$$;
-
-COMMENT ON FUNCTION iapi_rest_internal.raise_http(integer, text, text, text) IS
-	'Raises SQLSTATE PT<status>, which PostgREST answers with that HTTP status';
-
 -- The core's SQLSTATEs that PostgREST would answer with a misleading status
 -- (55000 is a 500 there, 23514 a 400, 42704 a 400, a transient conflict a
 -- 500) get the right one; the rest already map well (22xxx 400, 23505 409,
--- 42501 401/403) and pass.
+-- 42501 401/403, PTnnn nnn) and pass.  RAISE refuses NULL options, hence the
+-- four forms.
 CREATE FUNCTION iapi_rest_internal.rethrow(
 	code text,
 	message text,
@@ -99,8 +70,9 @@ DECLARE
 		END;
 BEGIN
 	IF status IS NOT NULL THEN
-		PERFORM iapi_rest_internal.raise_http(status, message, detail, hint);
-	ELSIF nullif(detail, '') IS NULL AND nullif(hint, '') IS NULL THEN
+		code := 'PT' || status;
+	END IF;
+	IF nullif(detail, '') IS NULL AND nullif(hint, '') IS NULL THEN
 		RAISE EXCEPTION USING ERRCODE = rethrow.code, MESSAGE = message;
 	ELSIF nullif(detail, '') IS NULL THEN
 		RAISE EXCEPTION USING ERRCODE = rethrow.code, MESSAGE = message,
@@ -117,6 +89,24 @@ $$;
 
 COMMENT ON FUNCTION iapi_rest_internal.rethrow(text, text, text, text) IS
 	'Internal: raises an error again with the HTTP status its SQLSTATE means to a client';
+
+-- PostgREST answers status NNN for SQLSTATE PTNNN.
+CREATE FUNCTION iapi_rest_internal.raise_http(
+	status integer,
+	message text,
+	detail text DEFAULT NULL,
+	hint text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM iapi_rest_internal.rethrow('PT' || status, message, detail, hint);
+END
+$$;
+
+COMMENT ON FUNCTION iapi_rest_internal.raise_http(integer, text, text, text) IS
+	'Raises SQLSTATE PT<status>, which PostgREST answers with that HTTP status';
 
 -- A 401 carries WWW-Authenticate, which only PostgREST's SQLSTATE PGRST
 -- (a JSON body and a JSON status with headers) can add to an error.
@@ -439,41 +429,25 @@ LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+	generated iapi_rest.import_api_token;
 	sid bigint;
-	new_id bigint;
-	new_token text;
 	tokens jsonb;
 	source jsonb;
-	st text; msg text; det text; hnt text;
 BEGIN
-	sid := iapi_rest_internal.client_source(generate_token_v3.source_id);
-	BEGIN
-		SELECT g.id, g.access_token INTO new_id, new_token
-		  FROM iapi_tokens.generate_token(sid) g;
-	EXCEPTION WHEN check_violation THEN
-		PERFORM iapi_rest_internal.raise_http(409,
-			format('source %s already has two active tokens; revoke one first', sid),
-			'An Import API source has at most two active tokens.',
-			format('DELETE /v4/sources/%s/tokens/{token_id} revokes one.', sid));
-	END;
+	-- Errors come out of generate_token with their HTTP status already.
+	generated := iapi_rest.generate_token(generate_token_v3.source_id);
+	SELECT t.source_id INTO sid FROM iapi_tokens.tokens t WHERE t.id = generated.id;
 
-	SELECT jsonb_object_agg(t.id::text,
-							CASE WHEN t.id = new_id THEN new_token
-								 ELSE t.display_prefix || '...' END)
+	SELECT jsonb_object_agg(d.token_id::text,
+							CASE WHEN d.token_id = generated.id THEN generated.access_token
+								 ELSE d.display_prefix || '...' END)
 	  INTO tokens
-	  FROM iapi_tokens.tokens t
-	 WHERE t.source_id = sid AND t.revoked_at IS NULL
-	   AND (t.expires_at IS NULL OR t.expires_at > statement_timestamp());
+	  FROM iapi_tokens.list_token_details(sid) d;
 
 	source := iapi_tokens.source_json(sid);
 	source := source || jsonb_build_object('properties',
 		(source -> 'properties') || jsonb_build_object('token', tokens));
-	RETURN ROW(new_token, source)::iapi_rest.import_api_token_v3;
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-		det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-	PERFORM iapi_rest_internal.rethrow(st, msg, det, hnt);
-	RETURN NULL;
+	RETURN ROW(generated.access_token, source)::iapi_rest.import_api_token_v3;
 END
 $$;
 

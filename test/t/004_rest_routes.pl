@@ -242,6 +242,8 @@ is($shown->{$t2} =~ /^iapi_[0-9A-Za-z]{4}\.\.\.$/ ? 1 : 0, 1, 'generate_token_v3
 isnt($shown->{$t2}, $tok2, 'generate_token_v3: the older token is not shown');
 my ($t3) = grep { $_ != $t2 } keys %$shown;
 is($shown->{$t3}, $v3->{access_token}, 'generate_token_v3: the new token in full under its id');
+$res = call(POST => 'generate_token_v3', claims => $client_a, body => { source_id => $sid });
+is_error($res, 409, 'PT409', 'generate_token_v3: a third active token', qr/revoke one first/);
 
 # --- Errors of authorisation -----------------------------------------------
 
