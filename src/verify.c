@@ -46,6 +46,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "compat.h"
 #include "iapi_tokens.h"
 
 /* What a lookup needs to know about iapi_tokens.tokens, per backend. */
@@ -237,7 +238,7 @@ find_token(Datum hash, TokenRow *row)
 	snapshot = ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot();
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_BYTEAEQ, hash);
 	slot = table_slot_create(rel, NULL);
-	scan = index_beginscan(rel, index, snapshot, 1, 0);
+	scan = iapi_index_beginscan(rel, index, snapshot, 1, 0);
 	index_rescan(scan, &key, 1, NULL, 0);
 
 	if (index_getnext_slot(scan, ForwardScanDirection, slot))
@@ -288,9 +289,9 @@ use_is_due(const TokenRow *row, TimestampTz due_before)
 		return false;
 	if (!row->last_used_null && row->last_used_at > due_before)
 		return false;
-	if (uses_lxid != MyProc->lxid)
+	if (uses_lxid != IAPI_MY_LXID)
 	{
-		uses_lxid = MyProc->lxid;
+		uses_lxid = IAPI_MY_LXID;
 		uses_in_xact = 0;
 	}
 	return uses_in_xact < MAX_RECORDED_USES_PER_XACT;
