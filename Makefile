@@ -25,7 +25,7 @@ DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql \
 
 # pg_regress reads sql/<test>.sql and expected/<test>.out from the top level;
 # the install script sql/iapi_tokens--*.sql is never named as a test.
-REGRESS = format lifecycle expiry last_used errors privileges catalog \
+REGRESS = format lifecycle expiry last_used errors guc_bounds privileges catalog \
 	access_tokens rotation purge_audit current_token upgrade rest_catalog
 REGRESS_OPTS = --inputdir=. --load-extension=pgcrypto
 

@@ -215,9 +215,6 @@ SELECT * FROM iapi_tokens.create_access_token(-1);
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 RESET iapi_tokens.max_lifetime;
-SET iapi_tokens.max_lifetime = -1;
-\echo :LAST_ERROR_SQLSTATE
-
 -- iapi_tokens.max_tokens_per_owner caps active tokens per role; deleted
 -- (and revoked) ones do not count, and other roles are not affected.
 SET iapi_tokens.max_tokens_per_owner = 2;

@@ -96,22 +96,6 @@ SELECT * FROM iapi_tokens.generate_token(:sid, NULL, '1 microsecond');
 SELECT * FROM iapi_tokens.generate_token(-1, NULL, '1 microsecond');
 \echo :LAST_ERROR_SQLSTATE
 
--- Settings
-SET iapi_tokens.token_prefix = 'nounderscore';
-\echo :LAST_ERROR_SQLSTATE
-SET iapi_tokens.token_prefix = '';
-\echo :LAST_ERROR_SQLSTATE
-SET iapi_tokens.token_prefix = 'has-dash_';
-\echo :LAST_ERROR_SQLSTATE
-SET iapi_tokens.token_prefix = 'abcdefghijklmnopqrstuvwxyz01234__';
-\echo :LAST_ERROR_SQLSTATE
-SET iapi_tokens.last_used_interval = -2;
-\echo :LAST_ERROR_SQLSTATE
-SET iapi_tokens.last_used_interval = 'soon';
-\echo :LAST_ERROR_SQLSTATE
-SET iapi_tokens.no_such_setting = 1;
-\echo :LAST_ERROR_SQLSTATE
-
 -- A user trigger that silently skips the insert: no token may be handed out.
 CREATE FUNCTION public.skip_insert() RETURNS trigger LANGUAGE plpgsql
 AS $$ BEGIN RETURN NULL; END $$;
