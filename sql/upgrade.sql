@@ -30,8 +30,10 @@ LANGUAGE sql AS $$
 					 obj_description(c.oid, 'pg_class') IS NOT NULL)
 	  FROM pg_class c WHERE c.relnamespace = 'iapi_tokens'::regnamespace
 	UNION ALL
+	-- NOT NULL is attnotnull above; 18 also keeps it as a constraint ('n').
 	SELECT conrelid::regclass || '.' || conname, pg_get_constraintdef(oid)
 	  FROM pg_constraint WHERE connamespace = 'iapi_tokens'::regnamespace
+	   AND contype <> 'n'
 	UNION ALL
 	SELECT tgrelid::regclass || '.' || tgname, pg_get_triggerdef(oid)
 	  FROM pg_trigger WHERE tgrelid IN (SELECT oid FROM pg_class
