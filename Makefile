@@ -54,6 +54,12 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# Out-of-tree builds (pg_buildext, VPATH=<source>) put the objects in a src/
+# of their own build directory.
+ifdef VPATH
+$(shell mkdir -p src)
+endif
+
 .PHONY: tapcheck
 tapcheck:
 	$(prove_installcheck)
