@@ -19,34 +19,72 @@
 
 #include "iapi_tokens.h"
 
+/* Parameters of the store and rotate statements, by name. */
+enum
+{
+	STORE_OWNER,
+	STORE_HASH,
+	STORE_DISPLAY_PREFIX,
+	STORE_DESCRIPTION,
+	STORE_LIFETIME_SECONDS,
+	STORE_CREATED_AT,
+	STORE_NARGS
+};
+
+enum
+{
+	ROTATE_OWNER,
+	ROTATE_TOKEN_ID,
+	ROTATE_GRACE,
+	ROTATE_HASH,
+	ROTATE_DISPLAY_PREFIX,
+	ROTATE_NOW,
+	ROTATE_MAX_LIFETIME,
+	ROTATE_NARGS
+};
+
 static OwnerStatement store_stmt = {
-	"SELECT * FROM iapi_tokens.store_access_token($1, $2, $3, $4, $5, $6)",
-	6, {REGROLEOID, BYTEAOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID},
-	"the access token insert", NULL
+	.what = "the access token insert",
+	.sql = "SELECT * FROM iapi_tokens_internal.store_access_token($1, $2, $3, $4, $5, $6)",
+	.sql_1_2 = "SELECT * FROM iapi_tokens.store_access_token($1, $2, $3, $4, $5, $6)",
+	.nargs = STORE_NARGS,
+	.argtypes = {REGROLEOID, BYTEAOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID},
+	.hash_param = STORE_HASH + 1,
+	.token_column = 0,			/* token_value */
 };
 
 static OwnerStatement list_stmt = {
-	"SELECT * FROM iapi_tokens.access_tokens_of($1)",
-	1, {REGROLEOID},
-	"the access token list", NULL
+	.what = "the access token list",
+	.sql = "SELECT * FROM iapi_tokens_internal.access_tokens_of($1)",
+	.sql_1_2 = "SELECT * FROM iapi_tokens.access_tokens_of($1)",
+	.nargs = 1,
+	.argtypes = {REGROLEOID},
 };
 
 static OwnerStatement get_stmt = {
-	"SELECT * FROM iapi_tokens.access_token_of($1, $2)",
-	2, {REGROLEOID, UUIDOID},
-	"the access token lookup", NULL
+	.what = "the access token lookup",
+	.sql = "SELECT * FROM iapi_tokens_internal.access_token_of($1, $2)",
+	.sql_1_2 = "SELECT * FROM iapi_tokens.access_token_of($1, $2)",
+	.nargs = 2,
+	.argtypes = {REGROLEOID, UUIDOID},
 };
 
 static OwnerStatement delete_stmt = {
-	"SELECT iapi_tokens.delete_access_token_of($1, $2)",
-	2, {REGROLEOID, UUIDOID},
-	"the access token deletion", NULL
+	.what = "the access token deletion",
+	.sql = "SELECT iapi_tokens_internal.delete_access_token_of($1, $2)",
+	.sql_1_2 = "SELECT iapi_tokens.delete_access_token_of($1, $2)",
+	.nargs = 2,
+	.argtypes = {REGROLEOID, UUIDOID},
 };
 
 static OwnerStatement rotate_stmt = {
-	"SELECT * FROM iapi_tokens.rotate_access_token_of($1, $2, $3, $4, $5, $6, $7)",
-	7, {REGROLEOID, UUIDOID, INTERVALOID, BYTEAOID, TEXTOID, TIMESTAMPTZOID, INT4OID},
-	"the access token rotation", NULL
+	.what = "the access token rotation",
+	.sql = "SELECT * FROM iapi_tokens_internal.rotate_access_token_of($1, $2, $3, $4, $5, $6, $7)",
+	.sql_1_2 = "SELECT * FROM iapi_tokens.rotate_access_token_of($1, $2, $3, $4, $5, $6, $7)",
+	.nargs = ROTATE_NARGS,
+	.argtypes = {REGROLEOID, UUIDOID, INTERVALOID, BYTEAOID, TEXTOID, TIMESTAMPTZOID, INT4OID},
+	.hash_param = ROTATE_HASH + 1,
+	.token_column = 0,			/* token_value */
 };
 
 /* -1 (never expires) or a positive number of seconds within max_lifetime. */
@@ -92,16 +130,17 @@ PG_FUNCTION_INFO_V1(iapi_tokens_create_access_token);
 Datum
 iapi_tokens_create_access_token(PG_FUNCTION_ARGS)
 {
-	Datum		args[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		args[STORE_NARGS];
+	char		nulls[STORE_NARGS];
 
+	memset(nulls, ' ', sizeof(nulls));
 	check_lifetime_seconds(fcinfo, 0);
-	args[4] = PG_GETARG_DATUM(0);
-	iapi_description_arg(fcinfo, 1, &args[3], &nulls[3]);
-	args[0] = caller();
-	args[5] = TimestampTzGetDatum(GetCurrentTimestamp());
+	args[STORE_OWNER] = caller();
+	args[STORE_LIFETIME_SECONDS] = PG_GETARG_DATUM(0);
+	iapi_description_arg(fcinfo, 1, &args[STORE_DESCRIPTION], &nulls[STORE_DESCRIPTION]);
+	args[STORE_CREATED_AT] = TimestampTzGetDatum(GetCurrentTimestamp());
 
-	iapi_store_new_token(fcinfo, &store_stmt, args, nulls, 1, 0);
+	iapi_store_new_token(fcinfo, &store_stmt, args, nulls);
 	return (Datum) 0;
 }
 
@@ -113,7 +152,7 @@ iapi_tokens_list_access_tokens(PG_FUNCTION_ARGS)
 {
 	Datum		args[1] = {caller()};
 
-	(void) iapi_run_as_owner(fcinfo, &list_stmt, args, NULL, NULL, 0);
+	(void) iapi_run_as_owner(fcinfo, &list_stmt, args, NULL, NULL);
 	return (Datum) 0;
 }
 
@@ -126,7 +165,7 @@ iapi_tokens_get_access_token(PG_FUNCTION_ARGS)
 	Datum		args[2] = {caller(), PG_GETARG_DATUM(0)};
 	char		nulls[2] = {' ', PG_ARGISNULL(0) ? 'n' : ' '};
 
-	(void) iapi_run_as_owner(fcinfo, &get_stmt, args, nulls, NULL, 0);
+	(void) iapi_run_as_owner(fcinfo, &get_stmt, args, nulls, NULL);
 	return (Datum) 0;
 }
 
@@ -139,7 +178,7 @@ iapi_tokens_delete_access_token(PG_FUNCTION_ARGS)
 	Datum		args[2] = {caller(), PG_GETARG_DATUM(0)};
 	char		nulls[2] = {' ', PG_ARGISNULL(0) ? 'n' : ' '};
 
-	(void) iapi_run_as_owner(fcinfo, &delete_stmt, args, nulls, NULL, 0);
+	(void) iapi_run_as_owner(fcinfo, &delete_stmt, args, nulls, NULL);
 	PG_RETURN_VOID();
 }
 
@@ -149,20 +188,23 @@ PG_FUNCTION_INFO_V1(iapi_tokens_rotate_access_token);
 Datum
 iapi_tokens_rotate_access_token(PG_FUNCTION_ARGS)
 {
-	Datum		args[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		args[ROTATE_NARGS];
+	char		nulls[ROTATE_NARGS];
 
-	args[0] = caller();
-	for (int i = 0; i < 2; i++)
-	{
-		if (PG_ARGISNULL(i))
-			nulls[i + 1] = 'n';
-		else
-			args[i + 1] = PG_GETARG_DATUM(i);
-	}
-	args[5] = TimestampTzGetDatum(GetCurrentTimestamp());
-	args[6] = Int32GetDatum(iapi_max_lifetime);
+	memset(nulls, ' ', sizeof(nulls));
+	args[ROTATE_OWNER] = caller();
+	/* The SQL side reports NULL arguments with the documented errors. */
+	if (PG_ARGISNULL(0))
+		nulls[ROTATE_TOKEN_ID] = 'n';
+	else
+		args[ROTATE_TOKEN_ID] = PG_GETARG_DATUM(0);
+	if (PG_ARGISNULL(1))
+		nulls[ROTATE_GRACE] = 'n';
+	else
+		args[ROTATE_GRACE] = PG_GETARG_DATUM(1);
+	args[ROTATE_NOW] = TimestampTzGetDatum(GetCurrentTimestamp());
+	args[ROTATE_MAX_LIFETIME] = Int32GetDatum(iapi_max_lifetime);
 
-	iapi_store_new_token(fcinfo, &rotate_stmt, args, nulls, 3, 0);
+	iapi_store_new_token(fcinfo, &rotate_stmt, args, nulls);
 	return (Datum) 0;
 }

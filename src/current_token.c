@@ -16,27 +16,19 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+
 #include "access/xact.h"
 #include "fmgr.h"
 #include "funcapi.h"
-#include "utils/datum.h"
 #include "utils/memutils.h"
-#include "utils/uuid.h"
 
 #include "iapi_tokens.h"
 
-/* token_id, source_id, created_at, expires_at, last_used_at, owner, access_token_id */
-static const int16 column_typlen[IAPI_VERIFY_COLUMNS] = {8, 8, 8, 8, 8, 4, UUID_LEN};
-static const bool column_byval[IAPI_VERIFY_COLUMNS] = {
-	FLOAT8PASSBYVAL, FLOAT8PASSBYVAL, FLOAT8PASSBYVAL, FLOAT8PASSBYVAL,
-	FLOAT8PASSBYVAL, true, false
-};
-
-/* By-reference values live in TopTransactionContext, freed with it. */
+/* The authenticated row, in TopTransactionContext, freed with it. */
 static bool current_valid = false;
 static SubTransactionId current_subid = InvalidSubTransactionId;
-static Datum current_values[IAPI_VERIFY_COLUMNS];
-static bool current_nulls[IAPI_VERIFY_COLUMNS];
+static HeapTuple current_tuple = NULL;
 
 static void
 forget_current_token(XactEvent event, void *arg pg_attribute_unused())
@@ -100,17 +92,12 @@ iapi_tokens_authenticate(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 
 	oldcontext = MemoryContextSwitchTo(TopTransactionContext);
-	for (int i = 0; i < IAPI_VERIFY_COLUMNS; i++)
-	{
-		current_nulls[i] = nulls[i];
-		current_values[i] = nulls[i] ? (Datum) 0 :
-			datumCopy(values[i], column_byval[i], column_typlen[i]);
-	}
+	current_tuple = heap_form_tuple(rsinfo->setDesc, values, nulls);
 	MemoryContextSwitchTo(oldcontext);
 	current_subid = GetCurrentSubTransactionId();
 	current_valid = true;
 
-	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	tuplestore_puttuple(rsinfo->setResult, current_tuple);
 	return (Datum) 0;
 }
 
@@ -123,8 +110,8 @@ iapi_tokens_current_token(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	/* Both return iapi_tokens.verified_token, or before 1.3 its columns. */
 	if (current_valid)
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,
-							 current_values, current_nulls);
+		tuplestore_puttuple(rsinfo->setResult, current_tuple);
 	return (Datum) 0;
 }

@@ -55,15 +55,27 @@ typedef struct MintedToken
 
 /*
  * A fixed statement run as the owner of the extension's tables, prepared
- * once per backend.  The functions it calls are owner-only.
+ * once per backend.  The functions it calls are owner-only.  From 1.3 they
+ * live in iapi_tokens_internal; sql_1_2 is the same statement for a
+ * database still at 1.1 or 1.2, which this library keeps serving until
+ * ALTER EXTENSION ... UPDATE.
  */
 typedef struct OwnerStatement
 {
+	const char *what;			/* names the statement in an internal error */
 	const char *sql;
+	const char *sql_1_2;
 	int			nargs;
 	Oid			argtypes[8];
-	const char *what;			/* for the error when it cannot be prepared */
-	SPIPlanPtr	plan;
+
+	/*
+	 * For a statement that stores a minted token: the parameter ($n) that
+	 * takes its hash (the next one takes its display prefix), and the result
+	 * column that hands its plaintext to the caller.  Zero otherwise.
+	 */
+	int			hash_param;
+	int			token_column;
+	SPIPlanPtr	plans[2];		/* [0]: sql_1_2, [1]: sql */
 } OwnerStatement;
 
 /* token_format.c */
@@ -76,13 +88,12 @@ extern bool iapi_minting;
 extern void iapi_description_arg(FunctionCallInfo fcinfo, int argno,
 								 Datum *arg, char *null);
 extern void iapi_store_new_token(FunctionCallInfo fcinfo, OwnerStatement *stmt,
-								 Datum *args, char *nulls, int hash_arg,
-								 int token_column);
+								 Datum *args, char *nulls);
 
 /* run_as_owner.c */
 extern uint64 iapi_run_as_owner(FunctionCallInfo fcinfo, OwnerStatement *stmt,
 								Datum *args, const char *nulls,
-								MintedToken *minted, int token_column);
+								MintedToken *minted);
 
 /* hash.c */
 extern void iapi_sha256(const char *data, size_t len, uint8 *digest);

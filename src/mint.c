@@ -18,33 +18,38 @@
 #include "iapi_tokens.h"
 
 /*
- * True while a minted token is being stored.  The audit trigger records a
- * "create" only then, so that a restore's COPY, which re-inserts existing
- * tokens, is not mistaken for new ones.
+ * True while a minted token is being stored.  Only 1.1's and 1.2's audit
+ * trigger reads it, through iapi_tokens.minting(); from 1.3 the storing
+ * functions record the creation themselves.
  */
 bool		iapi_minting = false;
 
 /*
- * Mints a token, puts its hash and display prefix in args[hash_arg] and
- * args[hash_arg + 1], and runs stmt as the tables' owner; the caller's result
- * is stmt's one row with the plaintext as column token_column.
+ * Mints a token, puts its hash and display prefix in the parameters
+ * stmt->hash_param and the one after it, and runs stmt as the tables' owner;
+ * the caller's result is stmt's one row with the plaintext as column
+ * stmt->token_column.
  */
 void
 iapi_store_new_token(FunctionCallInfo fcinfo, OwnerStatement *stmt,
-					 Datum *args, char *nulls, int hash_arg, int token_column)
+					 Datum *args, char *nulls)
 {
 	MintedToken minted;
+	int			hash_arg = stmt->hash_param - 1;
 
+	Assert(stmt->hash_param > 0 && stmt->hash_param < stmt->nargs);
 	minted.len = iapi_token_generate(iapi_token_prefix, minted.text);
 	minted.display_prefix =
 		cstring_to_text_with_len(minted.text,
 								 minted.len - IAPI_SECRET_CHARS +
 								 IAPI_DISPLAY_BODY_CHARS);
 	args[hash_arg] = iapi_token_hash(minted.text, minted.len, &minted.hash);
+	nulls[hash_arg] = ' ';
 	args[hash_arg + 1] = PointerGetDatum(minted.display_prefix);
+	nulls[hash_arg + 1] = ' ';
 
 	/* A trigger that skips the row would otherwise lose the token silently. */
-	if (iapi_run_as_owner(fcinfo, stmt, args, nulls, &minted, token_column) != 1)
+	if (iapi_run_as_owner(fcinfo, stmt, args, nulls, &minted) != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
 				 errmsg("the token was not stored"),
@@ -77,7 +82,7 @@ iapi_description_arg(FunctionCallInfo fcinfo, int argno, Datum *arg, char *null)
 
 PG_FUNCTION_INFO_V1(iapi_tokens_minting);
 
-/* SQL: iapi_tokens.minting() RETURNS boolean */
+/* SQL (1.1, 1.2): iapi_tokens.minting() RETURNS boolean */
 Datum
 iapi_tokens_minting(PG_FUNCTION_ARGS pg_attribute_unused())
 {

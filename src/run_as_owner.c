@@ -47,16 +47,26 @@ tables_owner(void)
 	return owner;
 }
 
+/* The plan of stmt for the installed version of the extension. */
+static SPIPlanPtr
+owner_statement_plan(OwnerStatement *stmt)
+{
+	bool		current = OidIsValid(get_namespace_oid("iapi_tokens_internal", true));
+	const char *sql = current ? stmt->sql : stmt->sql_1_2;
+
+	return iapi_saved_plan(&stmt->plans[current ? 1 : 0], sql, stmt->nargs,
+						   stmt->argtypes, stmt->what);
+}
+
 /*
  * Runs stmt with args as the tables' owner and returns the number of rows it
  * produced.  A set-returning caller gets those rows as its result, with the
- * minted token's plaintext inserted as column token_column.  A minted token
- * is wiped whatever happens.
+ * minted token's plaintext inserted as column stmt->token_column.  A minted
+ * token is wiped whatever happens.
  */
 uint64
 iapi_run_as_owner(FunctionCallInfo fcinfo, OwnerStatement *stmt,
-				  Datum *args, const char *nulls,
-				  MintedToken *minted, int token_column)
+				  Datum *args, const char *nulls, MintedToken *minted)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
@@ -80,18 +90,13 @@ iapi_run_as_owner(FunctionCallInfo fcinfo, OwnerStatement *stmt,
 		SetUserIdAndSecContext(owner,
 							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
+		/* Read by 1.1's and 1.2's audit trigger through iapi_tokens.minting(). */
 		iapi_minting = (minted != NULL);
 
 		SPI_connect();
-		if (stmt->plan == NULL)
-			(void) iapi_saved_plan(&stmt->plan, stmt->sql, stmt->nargs,
-								   stmt->argtypes, stmt->what);
-		ret = SPI_execute_plan(stmt->plan, args, nulls, false, 0);
+		ret = SPI_execute_plan(owner_statement_plan(stmt), args, nulls, false, 0);
 		if (ret < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_SCHEMA_DEFINITION),
-					 errmsg("could not run %s: %s",
-							stmt->what, SPI_result_code_string(ret))));
+			elog(ERROR, "could not run %s: %s", stmt->what, SPI_result_code_string(ret));
 		rows = SPI_processed;
 
 		if (returns_set && SPI_tuptable != NULL)
@@ -103,12 +108,8 @@ iapi_run_as_owner(FunctionCallInfo fcinfo, OwnerStatement *stmt,
 			text	   *token = NULL;
 
 			if (spi_desc->natts + (minted != NULL ? 1 : 0) != natts)
-				ereport(ERROR,
-						(errcode(ERRCODE_DATATYPE_MISMATCH),
-						 errmsg("%s returned %d columns, %d were expected",
-								stmt->what, spi_desc->natts,
-								natts - (minted != NULL ? 1 : 0)),
-						 errhint("Run ALTER EXTENSION iapi_tokens UPDATE.")));
+				elog(ERROR, "%s returned %d columns, %d were expected",
+					 stmt->what, spi_desc->natts, natts - (minted != NULL ? 1 : 0));
 
 			if (minted != NULL)
 				token = cstring_to_text_with_len(minted->text, minted->len);
@@ -118,7 +119,7 @@ iapi_run_as_owner(FunctionCallInfo fcinfo, OwnerStatement *stmt,
 
 				for (int col = 0; col < natts; col++)
 				{
-					if (minted != NULL && col == token_column)
+					if (minted != NULL && col == stmt->token_column)
 					{
 						values[col] = PointerGetDatum(token);
 						isnull[col] = false;

@@ -24,11 +24,8 @@ iapi_saved_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 		SPIPlanPtr	prepared = SPI_prepare(sql, nargs, argtypes);
 
 		if (prepared == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_SCHEMA_DEFINITION),
-					 errmsg("could not prepare %s: %s",
-							what, SPI_result_code_string(SPI_result)),
-					 errhint("Is the iapi_tokens extension installed in this database?")));
+			elog(ERROR, "could not prepare %s: %s",
+				 what, SPI_result_code_string(SPI_result));
 		SPI_keepplan(prepared);
 		*plan = prepared;
 	}

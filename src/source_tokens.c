@@ -18,18 +18,51 @@
 
 #include "iapi_tokens.h"
 
-static OwnerStatement insert_stmt = {
-	"INSERT INTO iapi_tokens.tokens"
+/* Parameters of the store and rotate statements, by name. */
+enum
+{
+	STORE_SOURCE_ID,
+	STORE_HASH,
+	STORE_DISPLAY_PREFIX,
+	STORE_DESCRIPTION,
+	STORE_CREATED_AT,
+	STORE_EXPIRES_AT,
+	STORE_NARGS
+};
+
+enum
+{
+	ROTATE_SOURCE_ID,
+	ROTATE_TOKEN_ID,
+	ROTATE_GRACE,
+	ROTATE_HASH,
+	ROTATE_DISPLAY_PREFIX,
+	ROTATE_NOW,
+	ROTATE_NARGS
+};
+
+/* Both return no row when a trigger skipped the insert. */
+static OwnerStatement store_stmt = {
+	.what = "the token insert",
+	.sql = "SELECT * FROM iapi_tokens_internal.store_source_token($1, $2, $3, $4, $5, $6)",
+	.sql_1_2 = "INSERT INTO iapi_tokens.tokens"
 	" (source_id, token_hash, display_prefix, description, created_at, expires_at)"
 	" VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-	6, {INT8OID, BYTEAOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
-	"the token insert", NULL
+	.nargs = STORE_NARGS,
+	.argtypes = {INT8OID, BYTEAOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+	.hash_param = STORE_HASH + 1,
+	.token_column = 1,			/* access_token, after id */
 };
 
 static OwnerStatement rotate_stmt = {
-	"SELECT iapi_tokens.rotate_source_token($1, $2, $3, $4, $5, $6)",
-	6, {INT8OID, INT8OID, INTERVALOID, BYTEAOID, TEXTOID, TIMESTAMPTZOID},
-	"the source token rotation", NULL
+	.what = "the source token rotation",
+	.sql = "SELECT id FROM iapi_tokens_internal.rotate_source_token($1, $2, $3, $4, $5, $6) id"
+	" WHERE id IS NOT NULL",
+	.sql_1_2 = "SELECT iapi_tokens.rotate_source_token($1, $2, $3, $4, $5, $6)",
+	.nargs = ROTATE_NARGS,
+	.argtypes = {INT8OID, INT8OID, INTERVALOID, BYTEAOID, TEXTOID, TIMESTAMPTZOID},
+	.hash_param = ROTATE_HASH + 1,
+	.token_column = 1,			/* access_token, after id */
 };
 
 static TimestampTz
@@ -58,24 +91,25 @@ Datum
 iapi_tokens_generate_token(PG_FUNCTION_ARGS)
 {
 	TimestampTz created_at = GetCurrentTimestamp();
-	Datum		args[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		args[STORE_NARGS];
+	char		nulls[STORE_NARGS];
 
+	memset(nulls, ' ', sizeof(nulls));
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("source_id must not be null")));
-	args[0] = PG_GETARG_DATUM(0);
+	args[STORE_SOURCE_ID] = PG_GETARG_DATUM(0);
 
-	iapi_description_arg(fcinfo, 1, &args[3], &nulls[3]);
-	args[4] = TimestampTzGetDatum(created_at);
+	iapi_description_arg(fcinfo, 1, &args[STORE_DESCRIPTION], &nulls[STORE_DESCRIPTION]);
+	args[STORE_CREATED_AT] = TimestampTzGetDatum(created_at);
 	if (PG_ARGISNULL(2))
-		nulls[5] = 'n';
+		nulls[STORE_EXPIRES_AT] = 'n';
 	else
-		args[5] = TimestampTzGetDatum(expiry_after(created_at,
-												   PG_GETARG_INTERVAL_P(2)));
+		args[STORE_EXPIRES_AT] = TimestampTzGetDatum(expiry_after(created_at,
+																  PG_GETARG_INTERVAL_P(2)));
 
-	iapi_store_new_token(fcinfo, &insert_stmt, args, nulls, 1, 1);
+	iapi_store_new_token(fcinfo, &store_stmt, args, nulls);
 	return (Datum) 0;
 }
 
@@ -85,19 +119,21 @@ PG_FUNCTION_INFO_V1(iapi_tokens_rotate_token);
 Datum
 iapi_tokens_rotate_token(PG_FUNCTION_ARGS)
 {
-	Datum		args[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		args[ROTATE_NARGS];
+	char		nulls[ROTATE_NARGS];
 
+	memset(nulls, ' ', sizeof(nulls));
 	/* The SQL side reports NULL arguments with the documented errors. */
 	for (int i = 0; i < 3; i++)
 	{
+		/* source_id, token_id, grace: the statement's first three */
 		if (PG_ARGISNULL(i))
-			nulls[i] = 'n';
+			nulls[ROTATE_SOURCE_ID + i] = 'n';
 		else
-			args[i] = PG_GETARG_DATUM(i);
+			args[ROTATE_SOURCE_ID + i] = PG_GETARG_DATUM(i);
 	}
-	args[5] = TimestampTzGetDatum(GetCurrentTimestamp());
+	args[ROTATE_NOW] = TimestampTzGetDatum(GetCurrentTimestamp());
 
-	iapi_store_new_token(fcinfo, &rotate_stmt, args, nulls, 3, 1);
+	iapi_store_new_token(fcinfo, &rotate_stmt, args, nulls);
 	return (Datum) 0;
 }
