@@ -20,13 +20,20 @@ OBJS = \
 	src/verify.o \
 	src/current_token.o
 
+# sql/iapi_tokens.sql is the full install script of the current version,
+# installed as iapi_tokens--$(EXTVERSION).sql: CREATE EXTENSION runs it
+# alone.  The update scripts serve ALTER EXTENSION ... UPDATE, and 1.0's
+# full script is the base of the oldest update path.
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(dir $(firstword $(MAKEFILE_LIST)))iapi_tokens.control)
+DATA_built = sql/iapi_tokens--$(EXTVERSION).sql
 DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql \
-	sql/iapi_tokens--1.1--1.2.sql sql/iapi_tokens_rest--1.0.sql
+	sql/iapi_tokens--1.1--1.2.sql sql/iapi_tokens--1.2--1.3.sql \
+	sql/iapi_tokens_rest--1.0.sql
 
 # pg_regress reads sql/<test>.sql and expected/<test>.out from the top level;
 # the install script sql/iapi_tokens--*.sql is never named as a test.
 REGRESS = format lifecycle expiry last_used errors guc_bounds privileges catalog \
-	access_tokens rotation purge_audit current_token upgrade rest_catalog
+	access_tokens owner_limits rotation purge_audit current_token upgrade rest_catalog
 REGRESS_OPTS = --inputdir=. --load-extension=pgcrypto
 
 # pg_isolation_regress reads test/specs/<spec>.spec and test/expected/<spec>.out.
@@ -54,10 +61,13 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# Out-of-tree builds (pg_buildext, VPATH=<source>) put the objects in a src/
-# of their own build directory.
+sql/iapi_tokens--$(EXTVERSION).sql: sql/iapi_tokens.sql
+	cp $< $@
+
+# Out-of-tree builds (pg_buildext, VPATH=<source>) put the objects and the
+# built install script in src/ and sql/ of their own build directory.
 ifdef VPATH
-$(shell mkdir -p src)
+$(shell mkdir -p src sql)
 endif
 
 .PHONY: tapcheck

@@ -2,31 +2,69 @@
 -- hygiene, grants, and pg_dump registration.
 CREATE EXTENSION iapi_tokens;
 
--- Every function, with its volatility, strictness, parallel safety, and
--- whether it runs as the owner.
+-- Every function, public and internal, with its volatility, strictness,
+-- parallel safety, and whether it runs as the owner.
 SELECT p.oid::regprocedure AS function, p.provolatile AS vol, p.proisstrict AS strict,
 	   p.proparallel AS par, p.prosecdef AS definer
   FROM pg_proc p
- WHERE p.pronamespace = 'iapi_tokens'::regnamespace
- ORDER BY p.oid::regprocedure::text;
+ WHERE p.pronamespace IN ('iapi_tokens'::regnamespace, 'iapi_tokens_internal'::regnamespace)
+ ORDER BY p.pronamespace::regnamespace::text, p.oid::regprocedure::text;
 
 -- Every SECURITY DEFINER function pins search_path.
 SELECT p.oid::regprocedure AS definer_without_pinned_path
   FROM pg_proc p
- WHERE p.pronamespace = 'iapi_tokens'::regnamespace AND p.prosecdef
+ WHERE p.pronamespace IN ('iapi_tokens'::regnamespace, 'iapi_tokens_internal'::regnamespace)
+   AND p.prosecdef
    AND NOT coalesce(p.proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp'];
 
--- Every function, table and sequence has a comment.
+-- Every function, table, type and schema has a comment.
 SELECT p.oid::regprocedure AS function_without_comment
   FROM pg_proc p
- WHERE p.pronamespace = 'iapi_tokens'::regnamespace
+ WHERE p.pronamespace IN ('iapi_tokens'::regnamespace, 'iapi_tokens_internal'::regnamespace)
    AND obj_description(p.oid, 'pg_proc') IS NULL;
 SELECT c.oid::regclass AS table_without_comment
   FROM pg_class c
- WHERE c.relnamespace = 'iapi_tokens'::regnamespace AND c.relkind = 'r'
+ WHERE c.relnamespace IN ('iapi_tokens'::regnamespace, 'iapi_tokens_internal'::regnamespace)
+   AND c.relkind = 'r'
    AND obj_description(c.oid, 'pg_class') IS NULL;
+SELECT t.oid::regtype AS type_without_comment
+  FROM pg_type t JOIN pg_class c ON c.oid = t.typrelid
+ WHERE t.typnamespace IN ('iapi_tokens'::regnamespace, 'iapi_tokens_internal'::regnamespace)
+   AND c.relkind = 'c' AND obj_description(t.oid, 'pg_type') IS NULL;
+SELECT n.nspname AS schema_without_comment
+  FROM pg_namespace n
+ WHERE n.nspname = 'iapi_tokens_internal' AND obj_description(n.oid, 'pg_namespace') IS NULL;
 
--- PUBLIC may execute exactly these.
+-- The public schema holds no helper: every function there is documented in
+-- README.md's reference.  (A new one must be added to both.)
+SELECT p.proname AS undocumented
+  FROM pg_proc p
+ WHERE p.pronamespace = 'iapi_tokens'::regnamespace
+   AND p.proname NOT IN ('authenticate', 'create_access_token', 'create_source',
+		'current_token', 'delete_access_token', 'delete_source', 'generate_token',
+		'get_access_token', 'hash_token', 'iso8601', 'list_access_tokens',
+		'list_all_access_tokens', 'list_sources', 'list_token_details',
+		'list_tokens', 'purge_tokens', 'revoke_access_token', 'revoke_token',
+		'rotate_access_token', 'rotate_token', 'set_owner_limit', 'source_json',
+		'verify_token');
+
+-- Nobody but the owner can use the internal schema or run its functions
+-- (pg_read_all_data and pg_write_all_data have USAGE on every schema).
+SELECT r.rolname AS may_use_internal_schema
+  FROM pg_roles r
+ WHERE r.oid <> (SELECT nspowner FROM pg_namespace WHERE nspname = 'iapi_tokens_internal')
+   AND has_schema_privilege(r.oid, 'iapi_tokens_internal', 'USAGE')
+   AND NOT r.rolsuper
+   AND r.rolname NOT IN ('pg_read_all_data', 'pg_write_all_data');
+SELECT has_schema_privilege('public', 'iapi_tokens_internal', 'USAGE') AS public_uses_internal;
+SELECT p.oid::regprocedure AS internal_executable_by_public
+  FROM pg_proc p
+ WHERE p.pronamespace = 'iapi_tokens_internal'::regnamespace
+   AND EXISTS (SELECT FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+			   WHERE a.grantee = 0);
+
+-- PUBLIC may execute exactly these, the documented ones: verify, hash,
+-- authenticate and read the current token.
 SELECT p.oid::regprocedure AS public_can_execute
   FROM pg_proc p
  WHERE p.pronamespace = 'iapi_tokens'::regnamespace
@@ -51,8 +89,10 @@ SELECT has_table_privilege('regress_iapi_reader', 'iapi_tokens.tokens', 'SELECT'
 	   has_table_privilege('regress_iapi_reader', 'iapi_tokens.sources', 'SELECT') AS read_sources,
 	   has_sequence_privilege('regress_iapi_reader', 'iapi_tokens.token_id_seq', 'SELECT') AS read_sequence,
 	   has_function_privilege('regress_iapi_reader', 'iapi_tokens.generate_token(bigint,text,interval)', 'EXECUTE') AS generate,
-	   has_function_privilege('regress_iapi_reader', 'iapi_tokens.enforce_token_cap()', 'EXECUTE') AS cap_trigger,
+	   has_function_privilege('regress_iapi_reader', 'iapi_tokens_internal.enforce_token_cap()', 'EXECUTE') AS cap_trigger,
+	   has_table_privilege('regress_iapi_reader', 'iapi_tokens.owner_limits', 'SELECT') AS read_limits,
 	   has_schema_privilege('regress_iapi_reader', 'iapi_tokens', 'CREATE') AS create_in_schema,
+	   has_schema_privilege('regress_iapi_reader', 'iapi_tokens_internal', 'USAGE') AS use_internal,
 	   has_function_privilege('regress_iapi_reader', 'iapi_tokens.verify_token(text)', 'EXECUTE') AS verify;
 ALTER DEFAULT PRIVILEGES REVOKE ALL ON TABLES FROM regress_iapi_reader;
 ALTER DEFAULT PRIVILEGES REVOKE ALL ON SEQUENCES FROM regress_iapi_reader;

@@ -152,7 +152,7 @@ SELECT * FROM iapi_tokens.rotate_access_token(:'p3');
 \set VERBOSITY default
 RESET ROLE;
 -- (The message, for a fixed id:)
-SELECT * FROM iapi_tokens.check_rotation(
+SELECT * FROM iapi_tokens_internal.check_rotation(
 	ROW(1, NULL, '\x00', 'p', NULL, now(), NULL, NULL, NULL, 'regress_iapi_rotator',
 		'00000000-0000-4000-8000-000000000000', NULL)::iapi_tokens.tokens,
 	'0', now(), 1800);

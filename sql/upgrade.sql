@@ -1,48 +1,65 @@
--- ALTER EXTENSION UPDATE from 1.0, through 1.1 to 1.2, keeps the tokens,
--- their verification and the grants users made, and ends in the same catalog
--- state as a fresh installation.
+-- ALTER EXTENSION UPDATE from 1.0, through 1.1 and 1.2 to 1.3, keeps the
+-- tokens, their verification and the grants users made, and ends in the same
+-- catalog state as a fresh installation.  The two are built by different
+-- scripts: a fresh install runs iapi_tokens--1.3.sql alone, the update runs
+-- 1.0's full script and then each update script.
 \set SHOW_CONTEXT never
 CREATE ROLE regress_iapi_app NOLOGIN;
 
 -- A fresh install.
 CREATE EXTENSION iapi_tokens;
 
--- (Created here, as its body names the schema.)  The catalog fingerprint of an installation: every object of the
--- extension, with its definition, volatility, security, settings and ACL.
+-- (Created here, as its body names the schemas.)  The catalog fingerprint of
+-- an installation: every object of the extension in both of its schemas,
+-- with its definition, volatility, security, settings, grants and comment.
 CREATE FUNCTION public.iapi_fingerprint() RETURNS TABLE (object text, state text)
 LANGUAGE sql AS $$
+	WITH nsp(oid) AS (
+		SELECT n.oid FROM pg_namespace n
+		 WHERE n.nspname IN ('iapi_tokens', 'iapi_tokens_internal'))
+	SELECT 'schema ' || n.nspname,
+		   concat_ws(' | ', n.nspacl::text, obj_description(n.oid, 'pg_namespace'))
+	  FROM pg_namespace n WHERE n.oid IN (SELECT oid FROM nsp)
+	UNION ALL
 	SELECT p.oid::regprocedure::text,
 		   concat_ws(' | ', p.provolatile, p.prosecdef, p.proisstrict, p.proparallel,
 					 p.proconfig::text, p.proacl::text, pg_get_function_result(p.oid),
-					 md5(p.prosrc), obj_description(p.oid, 'pg_proc') IS NOT NULL)
-	  FROM pg_proc p WHERE p.pronamespace = 'iapi_tokens'::regnamespace
+					 md5(pg_get_functiondef(p.oid)),
+					 md5(obj_description(p.oid, 'pg_proc')))
+	  FROM pg_proc p WHERE p.pronamespace IN (SELECT oid FROM nsp)
 	UNION ALL
 	SELECT c.oid::regclass::text,
 		   concat_ws(' | ', c.relkind, c.relacl::text, c.relrowsecurity,
 					 c.reloptions::text,
 					 (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
 										|| ' ' || a.attnotnull || ' '
-										|| coalesce(pg_get_expr(d.adbin, d.adrelid), ''),
+										|| coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+										|| ' ' || coalesce(md5(col_description(c.oid, a.attnum)), ''),
 										', ' ORDER BY a.attnum)
 						FROM pg_attribute a
 						LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 					   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
-					 obj_description(c.oid, 'pg_class') IS NOT NULL)
-	  FROM pg_class c WHERE c.relnamespace = 'iapi_tokens'::regnamespace
+					 md5(obj_description(c.oid, 'pg_class')))
+	  FROM pg_class c WHERE c.relnamespace IN (SELECT oid FROM nsp)
+	UNION ALL
+	SELECT 'type ' || t.oid::regtype, concat_ws(' | ', t.typtype, t.typacl::text,
+											   md5(obj_description(t.oid, 'pg_type')))
+	  FROM pg_type t WHERE t.typnamespace IN (SELECT oid FROM nsp) AND t.typtype = 'c'
+		AND NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = t.typrelid AND c.relkind <> 'c')
 	UNION ALL
 	-- NOT NULL is attnotnull above; 18 also keeps it as a constraint ('n').
 	SELECT conrelid::regclass || '.' || conname, pg_get_constraintdef(oid)
-	  FROM pg_constraint WHERE connamespace = 'iapi_tokens'::regnamespace
+	  FROM pg_constraint WHERE connamespace IN (SELECT oid FROM nsp)
 	   AND contype <> 'n'
 	UNION ALL
 	SELECT tgrelid::regclass || '.' || tgname, pg_get_triggerdef(oid)
 	  FROM pg_trigger WHERE tgrelid IN (SELECT oid FROM pg_class
-										 WHERE relnamespace = 'iapi_tokens'::regnamespace)
+										 WHERE relnamespace IN (SELECT oid FROM nsp))
 	   AND NOT tgisinternal
 	UNION ALL
 	SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid)
 	  FROM pg_index WHERE indrelid IN (SELECT oid FROM pg_class
-									   WHERE relnamespace = 'iapi_tokens'::regnamespace)
+									   WHERE relnamespace IN (SELECT oid FROM nsp))
 	UNION ALL
 	SELECT polrelid::regclass || '.' || polname,
 		   concat_ws(' | ', polcmd, polroles::text, pg_get_expr(polqual, polrelid))
@@ -50,6 +67,11 @@ LANGUAGE sql AS $$
 	UNION ALL
 	SELECT 'config_dump ' || unnest(extconfig)::regclass, ''
 	  FROM pg_extension WHERE extname = 'iapi_tokens'
+	UNION ALL
+	SELECT 'member ' || pg_describe_object(classid, objid, objsubid), ''
+	  FROM pg_depend
+	 WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+	   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'iapi_tokens')
 $$;
 
 SELECT extversion FROM pg_extension WHERE extname = 'iapi_tokens';
@@ -108,6 +130,16 @@ BEGIN;
 SELECT token_id = :t3 AS authenticates FROM iapi_tokens.authenticate(:'tok3');
 SELECT token_id = :t3 AS current FROM iapi_tokens.current_token();
 COMMIT;
+
+-- 1.2 -> 1.3: the helpers leave the public schema, and per-role limits
+-- arrive.  The tokens still verify, and the users' grants stay.
+ALTER EXTENSION iapi_tokens UPDATE TO '1.3';
+SELECT extversion FROM pg_extension WHERE extname = 'iapi_tokens';
+SELECT token_id = :t3 AS still_verifies FROM iapi_tokens.verify_token(:'tok3');
+SELECT has_function_privilege('regress_iapi_app', 'iapi_tokens.revoke_token(bigint, bigint)', 'EXECUTE') AS grant_kept,
+	   has_function_privilege('regress_iapi_app', 'iapi_tokens.verify_token(text)', 'EXECUTE') AS app_verifies;
+SELECT id AS t4 FROM iapi_tokens.rotate_token(:sid, :t3) \gset
+SELECT action, token_id = :t4 AS is_new FROM iapi_tokens.audit ORDER BY id DESC LIMIT 2;
 
 -- Apart from that grant, the updated catalog is the fresh one.
 REVOKE EXECUTE ON FUNCTION iapi_tokens.revoke_token(bigint, bigint) FROM regress_iapi_app;

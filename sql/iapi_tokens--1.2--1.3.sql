@@ -1,0 +1,987 @@
+-- iapi_tokens 1.2 -> 1.3: the helpers move to schema iapi_tokens_internal,
+-- which only the owner can use; the storing functions record a token's
+-- creation themselves, so no SQL reads a C global; per-role limits on
+-- personal tokens live in iapi_tokens.owner_limits, where PostgREST's
+-- connections see them too.
+--
+-- New installs do not run this script: they run iapi_tokens--1.3.sql (built
+-- from sql/iapi_tokens.sql).  test upgrade compares the two results.
+--
+-- Six public functions call a moved helper, and their bodies change.  They
+-- are replaced with CREATE OR REPLACE, which keeps their grants and their
+-- dependants (iapi_tokens_rest's SQL functions and users' views); in an
+-- update script it can only replace this extension's own functions.  Their
+-- signatures do not change.
+
+\echo Use "ALTER EXTENSION iapi_tokens UPDATE TO '1.3'" to load this file. \quit
+
+CREATE SCHEMA iapi_tokens_internal;
+COMMENT ON SCHEMA iapi_tokens_internal IS
+	'Internal helpers of the iapi_tokens extension; usable by its owner only';
+
+-- Per-role limits on active personal tokens, kept where every connection
+-- sees them: a role setting would not apply behind PostgREST, whose SET ROLE
+-- does not load the role's settings.
+CREATE TABLE iapi_tokens.owner_limits (
+	owner_role regrole NOT NULL,
+	max_tokens integer NOT NULL,
+	CONSTRAINT owner_limits_pkey PRIMARY KEY (owner_role),
+	CONSTRAINT owner_limits_max_tokens_check CHECK (max_tokens >= 0)
+);
+
+COMMENT ON TABLE iapi_tokens.owner_limits IS
+	'Per-role maximum of active personal tokens (0: no limit); a role without a row has iapi_tokens.max_tokens_per_owner';
+
+SELECT pg_catalog.pg_extension_config_dump('iapi_tokens.owner_limits', '');
+
+
+-- ---------------------------------------------------------------------------
+-- The personal-token row.  The public functions keep their RETURNS TABLE,
+-- as 1.1 and 1.2 had it, so that an update need not drop them: views and
+-- RLS policies may depend on them.
+-- ---------------------------------------------------------------------------
+
+CREATE TYPE iapi_tokens.personal_token AS (
+	token_id uuid,
+	description text,
+	expired_at timestamptz,
+	last_used timestamptz,
+	created_at timestamptz);
+
+COMMENT ON TYPE iapi_tokens.personal_token IS
+	'A personal token as the Trifacta tokenInfo describes it: tokenId, description, expiredAt, lastUsed, createdAt';
+
+-- ---------------------------------------------------------------------------
+-- The helpers, created anew in iapi_tokens_internal.  Nothing but the
+-- triggers depends on the old ones.
+-- ---------------------------------------------------------------------------
+
+DROP TRIGGER tokens_cap_insert ON iapi_tokens.tokens;
+DROP TRIGGER tokens_cap_update ON iapi_tokens.tokens;
+DROP TRIGGER tokens_audit_insert ON iapi_tokens.tokens;
+DROP TRIGGER tokens_audit_update ON iapi_tokens.tokens;
+DROP TRIGGER tokens_audit_delete ON iapi_tokens.tokens;
+DROP TRIGGER tokens_no_truncate ON iapi_tokens.tokens;
+DROP TRIGGER audit_append_only ON iapi_tokens.audit;
+DROP TRIGGER audit_append_only_truncate ON iapi_tokens.audit;
+
+DROP FUNCTION iapi_tokens.enforce_token_cap();
+DROP FUNCTION iapi_tokens.record_token_event();
+DROP FUNCTION iapi_tokens.forbid_token_truncate();
+DROP FUNCTION iapi_tokens.forbid_audit_change();
+DROP FUNCTION iapi_tokens.minting();
+DROP FUNCTION iapi_tokens.rotate_source_token(bigint, bigint, interval, bytea, text, timestamptz);
+DROP FUNCTION iapi_tokens.rotate_access_token_of(regrole, uuid, interval, bytea, text, timestamptz, integer);
+DROP FUNCTION iapi_tokens.replace_token(iapi_tokens.tokens, interval, bytea, text, timestamptz, timestamptz);
+DROP FUNCTION iapi_tokens.check_rotation(iapi_tokens.tokens, interval, timestamptz, integer);
+DROP FUNCTION iapi_tokens.delete_access_token_of(regrole, uuid);
+DROP FUNCTION iapi_tokens.store_access_token(regrole, bytea, text, text, integer, timestamptz);
+DROP FUNCTION iapi_tokens.access_token_of(regrole, uuid);
+DROP FUNCTION iapi_tokens.access_tokens_of(regrole);
+DROP FUNCTION iapi_tokens.acting_role();
+
+CREATE FUNCTION iapi_tokens_internal.enforce_token_cap()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	source_cap CONSTANT integer := 2;
+	owner_cap integer;
+	now_ts timestamptz := pg_catalog.clock_timestamp();
+	source_deleted_at timestamptz;
+	active_count bigint;
+BEGIN
+	IF NEW.revoked_at IS NOT NULL THEN
+		RETURN NEW;				-- a revoked row never counts
+	END IF;
+	IF TG_OP = 'UPDATE' THEN
+		IF NEW.expires_at <= now_ts THEN
+			RETURN NEW;			-- nor does an expired one
+		END IF;
+		IF OLD.source_id IS NOT DISTINCT FROM NEW.source_id
+			AND OLD.owner_role IS NOT DISTINCT FROM NEW.owner_role
+			AND OLD.revoked_at IS NULL
+			AND (OLD.expires_at IS NULL OR OLD.expires_at > now_ts) THEN
+			RETURN NEW;			-- already counted
+		END IF;
+	END IF;
+
+	IF NEW.owner_role IS NOT NULL THEN
+		-- A dropped role's token, as a restore brings it back with a bare
+		-- OID that another role may later get: stored revoked, never live.
+		IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid = NEW.owner_role) THEN
+			NEW.revoked_at := now_ts;
+			RETURN NEW;
+		END IF;
+		INSERT INTO iapi_tokens.token_owners AS o (owner_role, token_changes)
+		VALUES (NEW.owner_role, 1)
+		ON CONFLICT (owner_role)
+		DO UPDATE SET token_changes = o.token_changes + 1;
+
+		IF NEW.expires_at <= now_ts THEN
+			RETURN NEW;
+		END IF;
+		-- The role's own limit, else the setting (NULL when the library is
+		-- not loaded, which the entry points do).
+		SELECT l.max_tokens INTO owner_cap
+		  FROM iapi_tokens.owner_limits l WHERE l.owner_role = NEW.owner_role;
+		owner_cap := coalesce(owner_cap,
+							  nullif(current_setting('iapi_tokens.max_tokens_per_owner', true),
+									 '')::integer, 0);
+		IF owner_cap > 0 THEN
+			SELECT pg_catalog.count(*) INTO active_count
+			  FROM iapi_tokens.tokens t
+			 WHERE t.owner_role = NEW.owner_role
+			   AND t.revoked_at IS NULL
+			   AND (t.expires_at IS NULL OR t.expires_at > now_ts)
+			   AND t.id <> NEW.id;
+			IF active_count >= owner_cap THEN
+				RAISE EXCEPTION 'role % already has % active personal tokens, the maximum',
+					NEW.owner_role, owner_cap
+					USING ERRCODE = 'check_violation',
+						  HINT = 'Delete a token with iapi_tokens.delete_access_token() first; iapi_tokens.set_owner_limit() and iapi_tokens.max_tokens_per_owner set the maximum.';
+			END IF;
+		END IF;
+		RETURN NEW;
+	END IF;
+
+	IF NEW.source_id IS NULL THEN
+		RETURN NEW;				-- tokens_family_check rejects the row
+	END IF;
+
+	UPDATE iapi_tokens.sources s
+	   SET token_changes = s.token_changes + 1
+	 WHERE s.id = NEW.source_id
+	RETURNING s.deleted_at INTO source_deleted_at;
+
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'source % does not exist', NEW.source_id
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	IF source_deleted_at IS NOT NULL THEN
+		RAISE EXCEPTION 'source % is deleted', NEW.source_id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'A deleted source accepts no new token.';
+	END IF;
+
+	-- Checked after the source, so that even a token that expires at once
+	-- cannot be added to a deleted or unknown source.
+	IF NEW.expires_at <= now_ts THEN
+		RETURN NEW;
+	END IF;
+
+	SELECT pg_catalog.count(*) INTO active_count
+	  FROM iapi_tokens.tokens t
+	 WHERE t.source_id = NEW.source_id
+	   AND t.revoked_at IS NULL
+	   AND (t.expires_at IS NULL OR t.expires_at > now_ts)
+	   AND t.id <> NEW.id;
+
+	IF active_count >= source_cap THEN
+		RAISE EXCEPTION 'source % already has % active tokens, the maximum',
+			NEW.source_id, source_cap
+			USING ERRCODE = 'check_violation',
+				  HINT = 'Revoke a token with iapi_tokens.revoke_token() before generating a new one, or rotate it with iapi_tokens.rotate_token().';
+	END IF;
+	RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.enforce_token_cap() IS
+	'Trigger: at most two active tokens per source and the owner''s limit per role, race-free at every isolation level';
+
+CREATE FUNCTION iapi_tokens_internal.acting_role()
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN CASE pg_catalog.current_setting('role')
+	   WHEN 'none' THEN SESSION_USER::text
+	   ELSE pg_catalog.current_setting('role') END;
+
+COMMENT ON FUNCTION iapi_tokens_internal.acting_role() IS
+	'The role the session acts as: the role set with SET ROLE, else the login role; SECURITY DEFINER functions do not change it';
+
+-- A creation is recorded by the function that stores the token, not by an
+-- INSERT trigger: a restore's COPY re-inserts existing tokens, which are
+-- not new.
+CREATE FUNCTION iapi_tokens_internal.record_creation(t iapi_tokens.tokens)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	INSERT INTO iapi_tokens.audit
+		(action, token_id, access_token_id, source_id, owner_role,
+		 acting_role, session_role, details)
+	VALUES ('create', t.id, t.token_uuid, t.source_id, t.owner_role::text,
+			iapi_tokens_internal.acting_role(), SESSION_USER,
+			jsonb_build_object('expires_at', t.expires_at));
+END;
+
+COMMENT ON FUNCTION iapi_tokens_internal.record_creation(iapi_tokens.tokens) IS
+	'Appends the create event of a token just stored to iapi_tokens.audit';
+
+CREATE FUNCTION iapi_tokens_internal.record_token_event()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t iapi_tokens.tokens;
+	event text;
+	event_details jsonb := '{}';
+BEGIN
+	IF TG_OP = 'DELETE' THEN
+		t := OLD;
+		event := 'purge';
+		event_details := jsonb_build_object('revoked_at', OLD.revoked_at,
+											'expires_at', OLD.expires_at);
+	ELSE
+		t := NEW;
+		IF NEW.replaced_by IS NOT NULL
+			AND OLD.replaced_by IS DISTINCT FROM NEW.replaced_by THEN
+			event := 'rotate';
+			event_details := jsonb_build_object('replaced_by', NEW.replaced_by,
+												'expires_at', NEW.expires_at,
+												'revoked_at', NEW.revoked_at);
+		ELSIF OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL THEN
+			event := CASE WHEN NEW.owner_role IS NULL THEN 'revoke' ELSE 'delete' END;
+		ELSE
+			event := 'modify';
+			event_details := jsonb_build_object(
+				'old', jsonb_build_object('revoked_at', OLD.revoked_at,
+										  'expires_at', OLD.expires_at,
+										  'replaced_by', OLD.replaced_by,
+										  'source_id', OLD.source_id,
+										  'owner_role', OLD.owner_role::text),
+				'new', jsonb_build_object('revoked_at', NEW.revoked_at,
+										  'expires_at', NEW.expires_at,
+										  'replaced_by', NEW.replaced_by,
+										  'source_id', NEW.source_id,
+										  'owner_role', NEW.owner_role::text));
+		END IF;
+	END IF;
+
+	INSERT INTO iapi_tokens.audit
+		(action, token_id, access_token_id, source_id, owner_role,
+		 acting_role, session_role, details)
+	VALUES (event, t.id, t.token_uuid, t.source_id, t.owner_role::text,
+			iapi_tokens_internal.acting_role(), SESSION_USER, event_details);
+	RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.record_token_event() IS
+	'Trigger: appends token rotations, revocations, deletions, purges and other changes to iapi_tokens.audit';
+
+CREATE FUNCTION iapi_tokens_internal.forbid_token_truncate()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RAISE EXCEPTION 'TRUNCATE of iapi_tokens.tokens is not allowed'
+		USING ERRCODE = 'insufficient_privilege',
+			  DETAIL = 'It would remove tokens without a trace in iapi_tokens.audit.',
+			  HINT = 'Use iapi_tokens.purge_tokens(), or DELETE, which the audit trail records.';
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.forbid_token_truncate() IS
+	'Trigger: refuses TRUNCATE on iapi_tokens.tokens, which row triggers, and so the audit trail, would not see';
+
+CREATE FUNCTION iapi_tokens_internal.forbid_audit_change()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RAISE EXCEPTION 'iapi_tokens.audit is append-only'
+		USING ERRCODE = 'insufficient_privilege',
+			  DETAIL = pg_catalog.format('%s is not allowed on the audit trail.', TG_OP),
+			  HINT = 'To prune it, a superuser disables the trigger audit_append_only for the transaction.';
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.forbid_audit_change() IS
+	'Trigger: refuses UPDATE, DELETE and TRUNCATE on iapi_tokens.audit, even from its owner';
+
+-- The one place a token row becomes the personal-token row the interface
+-- returns.
+CREATE FUNCTION iapi_tokens_internal.personal_token(t iapi_tokens.tokens)
+RETURNS iapi_tokens.personal_token
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ROW(t.token_uuid, t.description, t.expires_at, t.last_used_at,
+		   t.created_at)::iapi_tokens.personal_token;
+
+COMMENT ON FUNCTION iapi_tokens_internal.personal_token(iapi_tokens.tokens) IS
+	'A personal token''s row as the interface returns it';
+
+CREATE FUNCTION iapi_tokens_internal.access_tokens_of(owner regrole)
+RETURNS SETOF iapi_tokens.personal_token
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT (iapi_tokens_internal.personal_token(t)).*
+	  FROM iapi_tokens.tokens t
+	 WHERE t.owner_role = $1 AND t.revoked_at IS NULL
+	 ORDER BY t.id DESC;
+END;
+
+COMMENT ON FUNCTION iapi_tokens_internal.access_tokens_of(regrole) IS
+	'A role''s personal tokens that are not deleted, newest first';
+
+CREATE FUNCTION iapi_tokens_internal.access_token_of(owner regrole, access_token_id uuid)
+RETURNS SETOF iapi_tokens.personal_token
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF access_token_of.access_token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	RETURN QUERY
+		SELECT (iapi_tokens_internal.personal_token(t)).*
+		  FROM iapi_tokens.tokens t
+		 WHERE t.token_uuid = access_token_of.access_token_id
+		   AND t.owner_role = access_token_of.owner
+		   AND t.revoked_at IS NULL;
+	IF NOT FOUND THEN
+		-- The same error for another role's token, so existence does not leak.
+		RAISE EXCEPTION 'access token % does not exist', access_token_of.access_token_id
+			USING ERRCODE = 'undefined_object';
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.access_token_of(regrole, uuid) IS
+	'One of a role''s personal tokens, or the "does not exist" error';
+
+-- No row when a trigger skipped the insert: the caller then refuses to hand
+-- out the token.
+CREATE FUNCTION iapi_tokens_internal.store_access_token(
+	owner regrole,
+	token_hash bytea,
+	display_prefix text,
+	description text,
+	lifetime_seconds integer,
+	created_at timestamptz)
+RETURNS SETOF iapi_tokens.personal_token
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	stored iapi_tokens.tokens;
+BEGIN
+	INSERT INTO iapi_tokens.tokens
+		(owner_role, token_uuid, token_hash, display_prefix, description,
+		 created_at, expires_at)
+	VALUES (store_access_token.owner, gen_random_uuid(),
+			store_access_token.token_hash, store_access_token.display_prefix,
+			store_access_token.description, store_access_token.created_at,
+			CASE WHEN store_access_token.lifetime_seconds = -1 THEN NULL
+				 ELSE store_access_token.created_at
+					  + make_interval(secs => store_access_token.lifetime_seconds) END)
+	RETURNING * INTO stored;
+	IF NOT FOUND THEN
+		RETURN;
+	END IF;
+	PERFORM iapi_tokens_internal.record_creation(stored);
+	RETURN NEXT iapi_tokens_internal.personal_token(stored);
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.store_access_token(regrole, bytea, text, text, integer, timestamptz) IS
+	'Stores a personal token minted by create_access_token (its hash, never the token)';
+
+-- The source-token twin of store_access_token.
+CREATE FUNCTION iapi_tokens_internal.store_source_token(
+	source_id bigint,
+	token_hash bytea,
+	display_prefix text,
+	description text,
+	created_at timestamptz,
+	expires_at timestamptz)
+RETURNS SETOF bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	stored iapi_tokens.tokens;
+BEGIN
+	INSERT INTO iapi_tokens.tokens
+		(source_id, token_hash, display_prefix, description, created_at, expires_at)
+	VALUES (store_source_token.source_id, store_source_token.token_hash,
+			store_source_token.display_prefix, store_source_token.description,
+			store_source_token.created_at, store_source_token.expires_at)
+	RETURNING * INTO stored;
+	IF NOT FOUND THEN
+		RETURN;
+	END IF;
+	PERFORM iapi_tokens_internal.record_creation(stored);
+	RETURN NEXT stored.id;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.store_source_token(bigint, bytea, text, text, timestamptz, timestamptz) IS
+	'Stores a source token minted by generate_token (its hash, never the token)';
+
+CREATE FUNCTION iapi_tokens_internal.delete_access_token_of(owner regrole, token_id uuid)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF delete_access_token_of.token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	UPDATE iapi_tokens.tokens t
+	   SET revoked_at = clock_timestamp()
+	 WHERE t.token_uuid = delete_access_token_of.token_id
+	   AND t.owner_role = delete_access_token_of.owner
+	   AND t.revoked_at IS NULL;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'access token % does not exist', delete_access_token_of.token_id
+			USING ERRCODE = 'undefined_object';
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.delete_access_token_of(regrole, uuid) IS
+	'Revokes one of a role''s personal tokens, or raises the "does not exist" error';
+
+-- Checks shared by both rotations; returns the replacement's expiry.
+CREATE FUNCTION iapi_tokens_internal.check_rotation(
+	t iapi_tokens.tokens,
+	grace interval,
+	now_ts timestamptz,
+	max_lifetime integer)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	label text := CASE WHEN t.owner_role IS NULL THEN 'token ' || t.id
+					   ELSE 'access token ' || t.token_uuid END;
+	lifetime interval := t.expires_at - t.created_at;
+BEGIN
+	IF grace IS NULL THEN
+		RAISE EXCEPTION 'grace must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass ''0'' to revoke the old token at once.';
+	END IF;
+	IF grace < interval '0' THEN
+		RAISE EXCEPTION 'grace must not be negative'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('The grace period was "%s".', grace);
+	END IF;
+	IF t.revoked_at IS NOT NULL THEN
+		RAISE EXCEPTION '% is revoked', label
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Only an active token can be rotated.';
+	END IF;
+	IF t.expires_at <= now_ts THEN
+		RAISE EXCEPTION '% has expired', label
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Only an active token can be rotated.';
+	END IF;
+	IF t.replaced_by IS NOT NULL THEN
+		RAISE EXCEPTION '% was already rotated', label
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = CASE WHEN t.owner_role IS NULL
+							THEN format('Token %s replaced it.', t.replaced_by)
+							ELSE format('Access token %s replaced it.',
+										(SELECT r.token_uuid FROM iapi_tokens.tokens r
+										  WHERE r.id = t.replaced_by)) END;
+	END IF;
+	-- The replacement lives as long as the original did, no longer than the
+	-- personal-token maximum.
+	IF t.owner_role IS NOT NULL AND max_lifetime > 0
+		AND (lifetime IS NULL OR lifetime > make_interval(secs => max_lifetime)) THEN
+		RAISE EXCEPTION 'the replacement of % would exceed the maximum lifetime', label
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('The token''s lifetime is %s; iapi_tokens.max_lifetime is %s seconds.',
+								  coalesce(lifetime::text, 'unlimited'), max_lifetime),
+				  HINT = 'Create a new token with iapi_tokens.create_access_token() instead.';
+	END IF;
+	RETURN now_ts + lifetime;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.check_rotation(iapi_tokens.tokens, interval, timestamptz, integer) IS
+	'The errors of a rotation, and the expiry of the replacement token';
+
+-- The old token is updated before the new one is inserted: with no grace it
+-- is revoked first, so a full source never goes over its cap.
+CREATE FUNCTION iapi_tokens_internal.replace_token(
+	t iapi_tokens.tokens,
+	grace interval,
+	token_hash bytea,
+	display_prefix text,
+	now_ts timestamptz,
+	new_expires_at timestamptz)
+RETURNS iapi_tokens.tokens
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	new_id bigint := nextval('iapi_tokens.token_id_seq');
+	replacement iapi_tokens.tokens;
+BEGIN
+	UPDATE iapi_tokens.tokens o
+	   SET replaced_by = new_id,
+		   revoked_at = CASE WHEN grace = interval '0' THEN now_ts END,
+		   expires_at = CASE WHEN grace = interval '0' THEN o.expires_at
+						ELSE least(o.expires_at, now_ts + grace) END
+	 WHERE o.id = t.id;
+
+	INSERT INTO iapi_tokens.tokens
+		(id, source_id, owner_role, token_uuid, token_hash, display_prefix,
+		 description, created_at, expires_at)
+	VALUES (new_id, t.source_id, t.owner_role,
+			CASE WHEN t.owner_role IS NOT NULL THEN gen_random_uuid() END,
+			token_hash, display_prefix, t.description, now_ts, new_expires_at)
+	RETURNING * INTO replacement;
+	IF FOUND THEN
+		PERFORM iapi_tokens_internal.record_creation(replacement);
+	END IF;
+	RETURN replacement;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.replace_token(iapi_tokens.tokens, interval, bytea, text, timestamptz, timestamptz) IS
+	'Ends a token (at once, or after its grace period) and stores its replacement';
+
+CREATE FUNCTION iapi_tokens_internal.rotate_access_token_of(
+	owner regrole,
+	access_token_id uuid,
+	grace interval,
+	token_hash bytea,
+	display_prefix text,
+	now_ts timestamptz,
+	max_lifetime integer)
+RETURNS SETOF iapi_tokens.personal_token
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	old iapi_tokens.tokens;
+	replacement iapi_tokens.tokens;
+BEGIN
+	IF rotate_access_token_of.access_token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	-- The owner's row first, the token's second: the order in which
+	-- create_access_token takes them, so the two cannot deadlock.
+	INSERT INTO iapi_tokens.token_owners AS o (owner_role, token_changes)
+	VALUES (rotate_access_token_of.owner, 0)
+	ON CONFLICT (owner_role)
+	DO UPDATE SET token_changes = o.token_changes + 1;
+	SELECT * INTO old
+	  FROM iapi_tokens.tokens t
+	 WHERE t.token_uuid = rotate_access_token_of.access_token_id
+	   AND t.owner_role = rotate_access_token_of.owner
+	 FOR NO KEY UPDATE;
+	IF NOT FOUND OR old.revoked_at IS NOT NULL THEN
+		-- Revoked tokens are gone, as for get_access_token.
+		RAISE EXCEPTION 'access token % does not exist', rotate_access_token_of.access_token_id
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	replacement := iapi_tokens_internal.replace_token(
+		old, grace, token_hash, display_prefix, now_ts,
+		iapi_tokens_internal.check_rotation(old, grace, now_ts, max_lifetime));
+	-- No row when a trigger skipped the replacement's insert.
+	IF replacement.id IS NOT NULL THEN
+		RETURN NEXT iapi_tokens_internal.personal_token(replacement);
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.rotate_access_token_of(regrole, uuid, interval, bytea, text, timestamptz, integer) IS
+	'Rotates one of a role''s personal tokens';
+
+CREATE FUNCTION iapi_tokens_internal.rotate_source_token(
+	source_id bigint,
+	token_id bigint,
+	grace interval,
+	token_hash bytea,
+	display_prefix text,
+	now_ts timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	old iapi_tokens.tokens;
+BEGIN
+	-- Source row first, token row second: the order generate_token takes.
+	UPDATE iapi_tokens.sources s
+	   SET updated_at = greatest(s.updated_at, now_ts)
+	 WHERE s.id = rotate_source_token.source_id;
+	IF NOT FOUND THEN
+		-- Raises for a NULL or unknown id.
+		PERFORM iapi_tokens_internal.require_source(rotate_source_token.source_id);
+	END IF;
+	IF rotate_source_token.token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT * INTO old
+	  FROM iapi_tokens.tokens t
+	 WHERE t.id = rotate_source_token.token_id
+	   AND t.source_id = rotate_source_token.source_id
+	 FOR NO KEY UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'token % does not exist for source %',
+			rotate_source_token.token_id, rotate_source_token.source_id
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	RETURN (iapi_tokens_internal.replace_token(
+		old, grace, token_hash, display_prefix, now_ts,
+		iapi_tokens_internal.check_rotation(old, grace, now_ts, 0))).id;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.rotate_source_token(bigint, bigint, interval, bytea, text, timestamptz) IS
+	'Rotates a source token minted by rotate_token';
+
+-- Used by this script and the update scripts, on the objects they create.
+CREATE FUNCTION iapi_tokens_internal.revoke_all_grants(
+	relations regclass[],
+	functions regprocedure[],
+	schemas regnamespace[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	stmt text;
+BEGIN
+	FOR stmt IN
+		SELECT pg_catalog.format('REVOKE ALL ON %s %s FROM %s',
+					CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+					c.oid::regclass, g.grantee)
+		  FROM pg_catalog.pg_class c,
+			   LATERAL (SELECT 'PUBLIC'
+						UNION
+						SELECT pg_catalog.quote_ident(r.rolname)
+						  FROM pg_catalog.aclexplode(c.relacl) a
+						  JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+						 WHERE a.grantee <> c.relowner) g(grantee)
+		 WHERE c.oid = ANY (revoke_all_grants.relations)
+		UNION ALL
+		SELECT pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %s',
+					p.oid::regprocedure, g.grantee)
+		  FROM pg_catalog.pg_proc p,
+			   LATERAL (SELECT 'PUBLIC'
+						UNION
+						SELECT pg_catalog.quote_ident(r.rolname)
+						  FROM pg_catalog.aclexplode(p.proacl) a
+						  JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+						 WHERE a.grantee <> p.proowner) g(grantee)
+		 WHERE p.oid = ANY (revoke_all_grants.functions)
+		UNION ALL
+		SELECT pg_catalog.format('REVOKE ALL ON SCHEMA %s FROM %s',
+					n.oid::regnamespace, g.grantee)
+		  FROM pg_catalog.pg_namespace n,
+			   LATERAL (SELECT 'PUBLIC'
+						UNION
+						SELECT pg_catalog.quote_ident(r.rolname)
+						  FROM pg_catalog.aclexplode(n.nspacl) a
+						  JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+						 WHERE a.grantee <> n.nspowner) g(grantee)
+		 WHERE n.oid = ANY (revoke_all_grants.schemas)
+	LOOP
+		EXECUTE stmt;
+	END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.revoke_all_grants(regclass[], regprocedure[], regnamespace[]) IS
+	'Revokes every grant but the owner''s, PUBLIC''s included, on the given relations, functions and schemas';
+
+-- require_source moves as it is: its body does not change.
+ALTER FUNCTION iapi_tokens.require_source(bigint) SET SCHEMA iapi_tokens_internal;
+COMMENT ON FUNCTION iapi_tokens_internal.require_source(bigint) IS
+	'The source row, or the documented error for a NULL or unknown id';
+
+CREATE TRIGGER tokens_cap_insert
+	BEFORE INSERT ON iapi_tokens.tokens
+	FOR EACH ROW
+	WHEN (NEW.revoked_at IS NULL)
+	EXECUTE FUNCTION iapi_tokens_internal.enforce_token_cap();
+
+CREATE TRIGGER tokens_cap_update
+	BEFORE UPDATE OF source_id, owner_role, revoked_at, expires_at
+	ON iapi_tokens.tokens
+	FOR EACH ROW
+	WHEN (NEW.revoked_at IS NULL)
+	EXECUTE FUNCTION iapi_tokens_internal.enforce_token_cap();
+
+-- last_used_at is left out: recording use is not an event.
+CREATE TRIGGER tokens_audit_update
+	AFTER UPDATE OF source_id, owner_role, revoked_at, expires_at, replaced_by
+	ON iapi_tokens.tokens
+	FOR EACH ROW
+	WHEN (OLD.source_id IS DISTINCT FROM NEW.source_id
+		  OR OLD.owner_role IS DISTINCT FROM NEW.owner_role
+		  OR OLD.revoked_at IS DISTINCT FROM NEW.revoked_at
+		  OR OLD.expires_at IS DISTINCT FROM NEW.expires_at
+		  OR OLD.replaced_by IS DISTINCT FROM NEW.replaced_by)
+	EXECUTE FUNCTION iapi_tokens_internal.record_token_event();
+
+CREATE TRIGGER tokens_audit_delete
+	AFTER DELETE ON iapi_tokens.tokens
+	FOR EACH ROW
+	EXECUTE FUNCTION iapi_tokens_internal.record_token_event();
+
+CREATE TRIGGER tokens_no_truncate
+	BEFORE TRUNCATE ON iapi_tokens.tokens
+	FOR EACH STATEMENT
+	EXECUTE FUNCTION iapi_tokens_internal.forbid_token_truncate();
+
+CREATE TRIGGER audit_append_only
+	BEFORE UPDATE OR DELETE ON iapi_tokens.audit
+	FOR EACH ROW
+	EXECUTE FUNCTION iapi_tokens_internal.forbid_audit_change();
+
+CREATE TRIGGER audit_append_only_truncate
+	BEFORE TRUNCATE ON iapi_tokens.audit
+	FOR EACH STATEMENT
+	EXECUTE FUNCTION iapi_tokens_internal.forbid_audit_change();
+
+-- ---------------------------------------------------------------------------
+-- The public functions that call a moved helper: same signatures, new bodies
+-- ---------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION iapi_tokens.source_json(source_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s iapi_tokens.sources;
+	configured boolean;
+BEGIN
+	s := iapi_tokens_internal.require_source(source_json.source_id);
+
+	-- The report card's form step is complete once the source has a token.
+	configured := EXISTS (
+		SELECT FROM iapi_tokens.tokens t
+		 WHERE t.source_id = s.id AND t.revoked_at IS NULL
+		   AND (t.expires_at IS NULL OR t.expires_at > pg_catalog.statement_timestamp()));
+
+	RETURN jsonb_build_object(
+		'id', s.id,
+		'name', s.name,
+		'display_name', s.display_name,
+		'type', 'import_api',
+		'stitch_client_id', s.stitch_client_id,
+		'properties', s.properties,
+		'schedule', s.schedule,
+		'created_at', iapi_tokens.iso8601(s.created_at),
+		'updated_at', iapi_tokens.iso8601(s.updated_at),
+		'deleted_at', iapi_tokens.iso8601(s.deleted_at),
+		'paused_at', iapi_tokens.iso8601(s.paused_at),
+		'system_paused_at', iapi_tokens.iso8601(s.system_paused_at),
+		'report_card', jsonb_build_object(
+			'type', 'import_api',
+			'current_step', CASE WHEN configured THEN 2 ELSE 1 END,
+			'current_step_type', CASE WHEN configured THEN 'fully_configured' ELSE 'form' END,
+			'steps', jsonb_build_array(
+				jsonb_build_object('type', 'form', 'properties', '[]'::jsonb),
+				jsonb_build_object('type', 'fully_configured', 'properties', '[]'::jsonb))));
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens.source_json(bigint) IS
+	'The Connect API v4 Source object for a source, as in GET /v4/sources';
+
+CREATE OR REPLACE FUNCTION iapi_tokens.delete_source(source_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	now_ts timestamptz := clock_timestamp();
+BEGIN
+	UPDATE iapi_tokens.sources s
+	   SET deleted_at = now_ts, updated_at = now_ts
+	 WHERE s.id = delete_source.source_id AND s.deleted_at IS NULL;
+	IF NOT FOUND THEN
+		-- Raises for a NULL or unknown id; otherwise the source was deleted.
+		PERFORM iapi_tokens_internal.require_source(delete_source.source_id);
+		RAISE EXCEPTION 'source % is already deleted', delete_source.source_id
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
+	UPDATE iapi_tokens.tokens t
+	   SET revoked_at = now_ts
+	 WHERE t.source_id = delete_source.source_id AND t.revoked_at IS NULL;
+	RETURN iapi_tokens.source_json(delete_source.source_id);
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens.delete_source(bigint) IS
+	'Soft-deletes a source and revokes its tokens in the same transaction; returns the Source object';
+
+CREATE OR REPLACE FUNCTION iapi_tokens.list_tokens(source_id bigint)
+RETURNS TABLE (token_id bigint, created_at timestamptz)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM iapi_tokens_internal.require_source(list_tokens.source_id);
+	RETURN QUERY
+		SELECT t.id, t.created_at
+		  FROM iapi_tokens.tokens t
+		 WHERE t.source_id = list_tokens.source_id
+		   AND t.revoked_at IS NULL
+		   AND (t.expires_at IS NULL OR t.expires_at > statement_timestamp())
+		 ORDER BY t.id DESC;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens.list_tokens(bigint) IS
+	'A source''s active tokens, newest first, as in GET /v4/sources/{source_id}/tokens';
+
+CREATE OR REPLACE FUNCTION iapi_tokens.list_token_details(
+	source_id bigint,
+	include_inactive boolean DEFAULT false)
+RETURNS TABLE (
+	token_id bigint,
+	display_prefix text,
+	description text,
+	created_at timestamptz,
+	expires_at timestamptz,
+	last_used_at timestamptz,
+	revoked_at timestamptz,
+	status text)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM iapi_tokens_internal.require_source(list_token_details.source_id);
+	RETURN QUERY
+		SELECT t.id, t.display_prefix, t.description, t.created_at,
+			   t.expires_at, t.last_used_at, t.revoked_at, v.status
+		  FROM iapi_tokens.tokens t,
+			   LATERAL (SELECT CASE
+						WHEN t.revoked_at IS NOT NULL THEN 'revoked'
+						WHEN t.expires_at <= statement_timestamp() THEN 'expired'
+						ELSE 'active' END AS status) v
+		 WHERE t.source_id = list_token_details.source_id
+		   AND (list_token_details.include_inactive OR v.status = 'active')
+		 ORDER BY t.id DESC;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens.list_token_details(bigint, boolean) IS
+	'A source''s tokens with prefix, description, expiry, last use and status, newest first';
+
+CREATE OR REPLACE FUNCTION iapi_tokens.revoke_token(source_id bigint, token_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	now_ts timestamptz := clock_timestamp();
+BEGIN
+	-- Source row first, token row second: the order generate_token takes.
+	UPDATE iapi_tokens.sources s
+	   SET updated_at = greatest(s.updated_at, now_ts)
+	 WHERE s.id = revoke_token.source_id;
+	IF NOT FOUND THEN
+		-- Raises for a NULL or unknown id.
+		PERFORM iapi_tokens_internal.require_source(revoke_token.source_id);
+	END IF;
+	IF revoke_token.token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+
+	UPDATE iapi_tokens.tokens t
+	   SET revoked_at = now_ts
+	 WHERE t.id = revoke_token.token_id
+	   AND t.source_id = revoke_token.source_id
+	   AND t.revoked_at IS NULL;
+	IF NOT FOUND THEN
+		PERFORM FROM iapi_tokens.tokens t
+		 WHERE t.id = revoke_token.token_id
+		   AND t.source_id = revoke_token.source_id;
+		IF NOT FOUND THEN
+			-- Same error whether the token is unknown or another source's.
+			RAISE EXCEPTION 'token % does not exist for source %',
+				revoke_token.token_id, revoke_token.source_id
+				USING ERRCODE = 'undefined_object';
+		END IF;
+		RAISE EXCEPTION 'token % is already revoked', revoke_token.token_id
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
+	RETURN iapi_tokens.source_json(revoke_token.source_id);
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens.revoke_token(bigint, bigint) IS
+	'Revokes a token (the row is kept with revoked_at) and returns the Source object with its new updated_at';
+
+CREATE OR REPLACE FUNCTION iapi_tokens.revoke_access_token(token_id uuid)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- The owner's deletion, on behalf of whoever owns the token; its errors
+	-- cover a NULL and an unknown (or deleted) token.
+	PERFORM iapi_tokens_internal.delete_access_token_of(
+		(SELECT t.owner_role FROM iapi_tokens.tokens t
+		  WHERE t.token_uuid = revoke_access_token.token_id
+			AND t.revoked_at IS NULL),
+		revoke_access_token.token_id);
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens.revoke_access_token(uuid) IS
+	'Admin: revokes any role''s personal token';
+
+CREATE FUNCTION iapi_tokens.set_owner_limit(owner regrole, max_tokens integer)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF set_owner_limit.owner IS NULL THEN
+		RAISE EXCEPTION 'owner must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF set_owner_limit.max_tokens < 0 THEN
+		RAISE EXCEPTION 'invalid max_tokens: %', set_owner_limit.max_tokens
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'A limit is 0 (no limit) or a positive number of active personal tokens.',
+				  HINT = 'Pass NULL to give the role iapi_tokens.max_tokens_per_owner again.';
+	END IF;
+	IF set_owner_limit.max_tokens IS NULL THEN
+		DELETE FROM iapi_tokens.owner_limits l WHERE l.owner_role = set_owner_limit.owner;
+	ELSE
+		INSERT INTO iapi_tokens.owner_limits AS l (owner_role, max_tokens)
+		VALUES (set_owner_limit.owner, set_owner_limit.max_tokens)
+		ON CONFLICT (owner_role) DO UPDATE SET max_tokens = EXCLUDED.max_tokens;
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens.set_owner_limit(regrole, integer) IS
+	'Admin: sets a role''s maximum of active personal tokens (0: no limit; NULL: back to iapi_tokens.max_tokens_per_owner); it applies behind PostgREST too';
+
+-- ---------------------------------------------------------------------------
+-- Privileges of what this update created; users' grants on the rest stay.
+-- ---------------------------------------------------------------------------
+
+SELECT iapi_tokens_internal.revoke_all_grants(
+	ARRAY['iapi_tokens.owner_limits']::regclass[],
+	ARRAY(SELECT p.oid FROM pg_catalog.pg_proc p
+		   WHERE p.pronamespace = 'iapi_tokens_internal'::regnamespace)::regprocedure[]
+		|| 'iapi_tokens.set_owner_limit(regrole, integer)'::regprocedure,
+	ARRAY['iapi_tokens_internal']::regnamespace[]);
