@@ -861,59 +861,59 @@ COMMENT ON FUNCTION iapi_tokens.revoke_token(bigint, bigint) IS
 
 -- The one place a token row becomes the personal-token row the interface
 -- returns.
-CREATE FUNCTION iapi_tokens_internal.personal_token(t iapi_tokens.tokens)
+CREATE FUNCTION iapi_tokens_internal.as_personal_token(t iapi_tokens.tokens)
 RETURNS iapi_tokens.personal_token
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN ROW(t.token_uuid, t.description, t.expires_at, t.last_used_at,
 		   t.created_at)::iapi_tokens.personal_token;
 
-COMMENT ON FUNCTION iapi_tokens_internal.personal_token(iapi_tokens.tokens) IS
+COMMENT ON FUNCTION iapi_tokens_internal.as_personal_token(iapi_tokens.tokens) IS
 	'A personal token''s row as the interface returns it';
 
-CREATE FUNCTION iapi_tokens_internal.access_tokens_of(owner regrole)
+CREATE FUNCTION iapi_tokens_internal.personal_tokens_of(owner regrole)
 RETURNS SETOF iapi_tokens.personal_token
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-	SELECT (iapi_tokens_internal.personal_token(t)).*
+	SELECT (iapi_tokens_internal.as_personal_token(t)).*
 	  FROM iapi_tokens.tokens t
 	 WHERE t.owner_role = $1 AND t.revoked_at IS NULL
 	 ORDER BY t.id DESC;
 END;
 
-COMMENT ON FUNCTION iapi_tokens_internal.access_tokens_of(regrole) IS
+COMMENT ON FUNCTION iapi_tokens_internal.personal_tokens_of(regrole) IS
 	'A role''s personal tokens that are not deleted, newest first';
 
-CREATE FUNCTION iapi_tokens_internal.access_token_of(owner regrole, access_token_id uuid)
+CREATE FUNCTION iapi_tokens_internal.personal_token_of(owner regrole, access_token_id uuid)
 RETURNS SETOF iapi_tokens.personal_token
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF access_token_of.access_token_id IS NULL THEN
+	IF personal_token_of.access_token_id IS NULL THEN
 		RAISE EXCEPTION 'token_id must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	RETURN QUERY
-		SELECT (iapi_tokens_internal.personal_token(t)).*
+		SELECT (iapi_tokens_internal.as_personal_token(t)).*
 		  FROM iapi_tokens.tokens t
-		 WHERE t.token_uuid = access_token_of.access_token_id
-		   AND t.owner_role = access_token_of.owner
+		 WHERE t.token_uuid = personal_token_of.access_token_id
+		   AND t.owner_role = personal_token_of.owner
 		   AND t.revoked_at IS NULL;
 	IF NOT FOUND THEN
 		-- The same error for another role's token, so existence does not leak.
-		RAISE EXCEPTION 'access token % does not exist', access_token_of.access_token_id
+		RAISE EXCEPTION 'access token % does not exist', personal_token_of.access_token_id
 			USING ERRCODE = 'undefined_object';
 	END IF;
 END
 $$;
 
-COMMENT ON FUNCTION iapi_tokens_internal.access_token_of(regrole, uuid) IS
+COMMENT ON FUNCTION iapi_tokens_internal.personal_token_of(regrole, uuid) IS
 	'One of a role''s personal tokens, or the "does not exist" error';
 
 -- No row when a trigger skipped the insert: the caller then refuses to hand
 -- out the token.
-CREATE FUNCTION iapi_tokens_internal.store_access_token(
+CREATE FUNCTION iapi_tokens_internal.store_personal_token(
 	owner regrole,
 	token_hash bytea,
 	display_prefix text,
@@ -930,25 +930,25 @@ BEGIN
 	INSERT INTO iapi_tokens.tokens
 		(owner_role, token_uuid, token_hash, display_prefix, description,
 		 created_at, expires_at)
-	VALUES (store_access_token.owner, gen_random_uuid(),
-			store_access_token.token_hash, store_access_token.display_prefix,
-			store_access_token.description, store_access_token.created_at,
-			CASE WHEN store_access_token.lifetime_seconds = -1 THEN NULL
-				 ELSE store_access_token.created_at
-					  + make_interval(secs => store_access_token.lifetime_seconds) END)
+	VALUES (store_personal_token.owner, gen_random_uuid(),
+			store_personal_token.token_hash, store_personal_token.display_prefix,
+			store_personal_token.description, store_personal_token.created_at,
+			CASE WHEN store_personal_token.lifetime_seconds = -1 THEN NULL
+				 ELSE store_personal_token.created_at
+					  + make_interval(secs => store_personal_token.lifetime_seconds) END)
 	RETURNING * INTO stored;
 	IF NOT FOUND THEN
 		RETURN;
 	END IF;
 	PERFORM iapi_tokens_internal.record_creation(stored);
-	RETURN NEXT iapi_tokens_internal.personal_token(stored);
+	RETURN NEXT iapi_tokens_internal.as_personal_token(stored);
 END
 $$;
 
-COMMENT ON FUNCTION iapi_tokens_internal.store_access_token(regrole, bytea, text, text, integer, timestamptz) IS
+COMMENT ON FUNCTION iapi_tokens_internal.store_personal_token(regrole, bytea, text, text, integer, timestamptz) IS
 	'Stores a personal token minted by create_access_token (its hash, never the token)';
 
--- The source-token twin of store_access_token.
+-- The source-token twin of store_personal_token.
 CREATE FUNCTION iapi_tokens_internal.store_source_token(
 	source_id bigint,
 	token_hash bytea,
@@ -980,29 +980,29 @@ $$;
 COMMENT ON FUNCTION iapi_tokens_internal.store_source_token(bigint, bytea, text, text, timestamptz, timestamptz) IS
 	'Stores a source token minted by generate_token (its hash, never the token)';
 
-CREATE FUNCTION iapi_tokens_internal.delete_access_token_of(owner regrole, token_id uuid)
+CREATE FUNCTION iapi_tokens_internal.delete_personal_token_of(owner regrole, token_id uuid)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF delete_access_token_of.token_id IS NULL THEN
+	IF delete_personal_token_of.token_id IS NULL THEN
 		RAISE EXCEPTION 'token_id must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	UPDATE iapi_tokens.tokens t
 	   SET revoked_at = clock_timestamp()
-	 WHERE t.token_uuid = delete_access_token_of.token_id
-	   AND t.owner_role = delete_access_token_of.owner
+	 WHERE t.token_uuid = delete_personal_token_of.token_id
+	   AND t.owner_role = delete_personal_token_of.owner
 	   AND t.revoked_at IS NULL;
 	IF NOT FOUND THEN
-		RAISE EXCEPTION 'access token % does not exist', delete_access_token_of.token_id
+		RAISE EXCEPTION 'access token % does not exist', delete_personal_token_of.token_id
 			USING ERRCODE = 'undefined_object';
 	END IF;
 END
 $$;
 
-COMMENT ON FUNCTION iapi_tokens_internal.delete_access_token_of(regrole, uuid) IS
+COMMENT ON FUNCTION iapi_tokens_internal.delete_personal_token_of(regrole, uuid) IS
 	'Revokes one of a role''s personal tokens, or raises the "does not exist" error';
 
 -- Checks shared by both rotations; returns the replacement's expiry.
@@ -1107,7 +1107,7 @@ $$;
 COMMENT ON FUNCTION iapi_tokens_internal.replace_token(iapi_tokens.tokens, interval, bytea, text, timestamptz, timestamptz) IS
 	'Ends a token (at once, or after its grace period) and stores its replacement';
 
-CREATE FUNCTION iapi_tokens_internal.rotate_access_token_of(
+CREATE FUNCTION iapi_tokens_internal.rotate_personal_token_of(
 	owner regrole,
 	access_token_id uuid,
 	grace interval,
@@ -1123,24 +1123,24 @@ DECLARE
 	old iapi_tokens.tokens;
 	replacement iapi_tokens.tokens;
 BEGIN
-	IF rotate_access_token_of.access_token_id IS NULL THEN
+	IF rotate_personal_token_of.access_token_id IS NULL THEN
 		RAISE EXCEPTION 'token_id must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	-- The owner's row first, the token's second: the order in which
 	-- create_access_token takes them, so the two cannot deadlock.
 	INSERT INTO iapi_tokens.token_owners AS o (owner_role, token_changes)
-	VALUES (rotate_access_token_of.owner, 0)
+	VALUES (rotate_personal_token_of.owner, 0)
 	ON CONFLICT (owner_role)
 	DO UPDATE SET token_changes = o.token_changes + 1;
 	SELECT * INTO old
 	  FROM iapi_tokens.tokens t
-	 WHERE t.token_uuid = rotate_access_token_of.access_token_id
-	   AND t.owner_role = rotate_access_token_of.owner
+	 WHERE t.token_uuid = rotate_personal_token_of.access_token_id
+	   AND t.owner_role = rotate_personal_token_of.owner
 	 FOR NO KEY UPDATE;
 	IF NOT FOUND OR old.revoked_at IS NOT NULL THEN
 		-- Revoked tokens are gone, as for get_access_token.
-		RAISE EXCEPTION 'access token % does not exist', rotate_access_token_of.access_token_id
+		RAISE EXCEPTION 'access token % does not exist', rotate_personal_token_of.access_token_id
 			USING ERRCODE = 'undefined_object';
 	END IF;
 	replacement := iapi_tokens_internal.replace_token(
@@ -1148,12 +1148,12 @@ BEGIN
 		iapi_tokens_internal.check_rotation(old, grace, now_ts, max_lifetime));
 	-- No row when a trigger skipped the replacement's insert.
 	IF replacement.id IS NOT NULL THEN
-		RETURN NEXT iapi_tokens_internal.personal_token(replacement);
+		RETURN NEXT iapi_tokens_internal.as_personal_token(replacement);
 	END IF;
 END
 $$;
 
-COMMENT ON FUNCTION iapi_tokens_internal.rotate_access_token_of(regrole, uuid, interval, bytea, text, timestamptz, integer) IS
+COMMENT ON FUNCTION iapi_tokens_internal.rotate_personal_token_of(regrole, uuid, interval, bytea, text, timestamptz, integer) IS
 	'Rotates one of a role''s personal tokens';
 
 CREATE FUNCTION iapi_tokens.create_access_token(
@@ -1253,7 +1253,7 @@ AS $$
 BEGIN
 	-- The owner's deletion, on behalf of whoever owns the token; its errors
 	-- cover a NULL and an unknown (or deleted) token.
-	PERFORM iapi_tokens_internal.delete_access_token_of(
+	PERFORM iapi_tokens_internal.delete_personal_token_of(
 		(SELECT t.owner_role FROM iapi_tokens.tokens t
 		  WHERE t.token_uuid = revoke_access_token.token_id
 			AND t.revoked_at IS NULL),

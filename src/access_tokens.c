@@ -45,7 +45,7 @@ enum
 
 static OwnerStatement store_stmt = {
 	.what = "the access token insert",
-	.sql = "SELECT * FROM iapi_tokens_internal.store_access_token($1, $2, $3, $4, $5, $6)",
+	.sql = "SELECT * FROM iapi_tokens_internal.store_personal_token($1, $2, $3, $4, $5, $6)",
 	.sql_1_2 = "SELECT * FROM iapi_tokens.store_access_token($1, $2, $3, $4, $5, $6)",
 	.nargs = STORE_NARGS,
 	.argtypes = {REGROLEOID, BYTEAOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID},
@@ -55,7 +55,7 @@ static OwnerStatement store_stmt = {
 
 static OwnerStatement list_stmt = {
 	.what = "the access token list",
-	.sql = "SELECT * FROM iapi_tokens_internal.access_tokens_of($1)",
+	.sql = "SELECT * FROM iapi_tokens_internal.personal_tokens_of($1)",
 	.sql_1_2 = "SELECT * FROM iapi_tokens.access_tokens_of($1)",
 	.nargs = 1,
 	.argtypes = {REGROLEOID},
@@ -63,7 +63,7 @@ static OwnerStatement list_stmt = {
 
 static OwnerStatement get_stmt = {
 	.what = "the access token lookup",
-	.sql = "SELECT * FROM iapi_tokens_internal.access_token_of($1, $2)",
+	.sql = "SELECT * FROM iapi_tokens_internal.personal_token_of($1, $2)",
 	.sql_1_2 = "SELECT * FROM iapi_tokens.access_token_of($1, $2)",
 	.nargs = 2,
 	.argtypes = {REGROLEOID, UUIDOID},
@@ -71,7 +71,7 @@ static OwnerStatement get_stmt = {
 
 static OwnerStatement delete_stmt = {
 	.what = "the access token deletion",
-	.sql = "SELECT iapi_tokens_internal.delete_access_token_of($1, $2)",
+	.sql = "SELECT iapi_tokens_internal.delete_personal_token_of($1, $2)",
 	.sql_1_2 = "SELECT iapi_tokens.delete_access_token_of($1, $2)",
 	.nargs = 2,
 	.argtypes = {REGROLEOID, UUIDOID},
@@ -79,7 +79,7 @@ static OwnerStatement delete_stmt = {
 
 static OwnerStatement rotate_stmt = {
 	.what = "the access token rotation",
-	.sql = "SELECT * FROM iapi_tokens_internal.rotate_access_token_of($1, $2, $3, $4, $5, $6, $7)",
+	.sql = "SELECT * FROM iapi_tokens_internal.rotate_personal_token_of($1, $2, $3, $4, $5, $6, $7)",
 	.sql_1_2 = "SELECT * FROM iapi_tokens.rotate_access_token_of($1, $2, $3, $4, $5, $6, $7)",
 	.nargs = ROTATE_NARGS,
 	.argtypes = {REGROLEOID, UUIDOID, INTERVALOID, BYTEAOID, TEXTOID, TIMESTAMPTZOID, INT4OID},
