@@ -24,7 +24,7 @@ OBJS = \
 # installed as iapi_tokens--$(EXTVERSION).sql: CREATE EXTENSION runs it
 # alone.  The update scripts serve ALTER EXTENSION ... UPDATE, and 1.0's
 # full script is the base of the oldest update path.
-EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(dir $(firstword $(MAKEFILE_LIST)))iapi_tokens.control)
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(or $(VPATH),.)/iapi_tokens.control)
 DATA_built = sql/iapi_tokens--$(EXTVERSION).sql
 DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql \
 	sql/iapi_tokens--1.1--1.2.sql sql/iapi_tokens--1.2--1.3.sql \
