@@ -291,6 +291,64 @@ COMMENT ON FUNCTION iapi_tokens.current_token() IS
 -- from stale snapshots.
 -- ---------------------------------------------------------------------------
 
+-- The row that stands for a personal-token owner.  Every insert or
+-- reactivation of that owner's tokens updates it before counting, so that
+-- concurrent ones wait (READ COMMITTED) or fail to serialize instead of
+-- counting from stale snapshots.
+CREATE FUNCTION iapi_tokens_internal.lock_owner(owner regrole)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	INSERT INTO iapi_tokens.token_owners AS o (owner_role, token_changes)
+	VALUES (lock_owner.owner, 1)
+	ON CONFLICT (owner_role)
+	DO UPDATE SET token_changes = o.token_changes + 1;
+END;
+
+COMMENT ON FUNCTION iapi_tokens_internal.lock_owner(regrole) IS
+	'Locks a personal-token owner''s row in token_owners, creating it if need be';
+
+-- The per-owner limit: the role's row in owner_limits, else default_max
+-- (iapi_tokens.max_tokens_per_owner, which the C functions pass; NULL from
+-- the trigger, for direct DML).  Called after lock_owner().
+CREATE FUNCTION iapi_tokens_internal.check_owner_limit(
+	owner regrole,
+	default_max integer,
+	exclude_id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	owner_cap integer;
+	active_count bigint;
+	now_ts timestamptz := clock_timestamp();
+BEGIN
+	SELECT l.max_tokens INTO owner_cap
+	  FROM iapi_tokens.owner_limits l WHERE l.owner_role = check_owner_limit.owner;
+	owner_cap := coalesce(owner_cap, default_max, 0);
+	IF owner_cap = 0 THEN
+		RETURN;
+	END IF;
+	SELECT count(*) INTO active_count
+	  FROM iapi_tokens.tokens t
+	 WHERE t.owner_role = check_owner_limit.owner
+	   AND t.revoked_at IS NULL
+	   AND (t.expires_at IS NULL OR t.expires_at > now_ts)
+	   AND t.id IS DISTINCT FROM exclude_id;
+	IF active_count >= owner_cap THEN
+		RAISE EXCEPTION 'role % already has % active personal tokens, the maximum',
+			owner, owner_cap
+			USING ERRCODE = 'check_violation',
+				  HINT = 'Delete a token with iapi_tokens.delete_access_token() first; iapi_tokens.set_owner_limit() and iapi_tokens.max_tokens_per_owner set the maximum.';
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.check_owner_limit(regrole, integer, bigint) IS
+	'Raises the limit error when a personal-token owner has its maximum of active tokens';
+
 CREATE FUNCTION iapi_tokens_internal.enforce_token_cap()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -298,7 +356,6 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	source_cap CONSTANT integer := 2;
-	owner_cap integer;
 	now_ts timestamptz := pg_catalog.clock_timestamp();
 	source_deleted_at timestamptz;
 	active_count bigint;
@@ -325,35 +382,13 @@ BEGIN
 			NEW.revoked_at := now_ts;
 			RETURN NEW;
 		END IF;
-		INSERT INTO iapi_tokens.token_owners AS o (owner_role, token_changes)
-		VALUES (NEW.owner_role, 1)
-		ON CONFLICT (owner_role)
-		DO UPDATE SET token_changes = o.token_changes + 1;
-
+		PERFORM iapi_tokens_internal.lock_owner(NEW.owner_role);
 		IF NEW.expires_at <= now_ts THEN
 			RETURN NEW;
 		END IF;
-		-- The role's own limit, else the setting (NULL when the library is
-		-- not loaded, which the entry points do).
-		SELECT l.max_tokens INTO owner_cap
-		  FROM iapi_tokens.owner_limits l WHERE l.owner_role = NEW.owner_role;
-		owner_cap := coalesce(owner_cap,
-							  nullif(current_setting('iapi_tokens.max_tokens_per_owner', true),
-									 '')::integer, 0);
-		IF owner_cap > 0 THEN
-			SELECT pg_catalog.count(*) INTO active_count
-			  FROM iapi_tokens.tokens t
-			 WHERE t.owner_role = NEW.owner_role
-			   AND t.revoked_at IS NULL
-			   AND (t.expires_at IS NULL OR t.expires_at > now_ts)
-			   AND t.id <> NEW.id;
-			IF active_count >= owner_cap THEN
-				RAISE EXCEPTION 'role % already has % active personal tokens, the maximum',
-					NEW.owner_role, owner_cap
-					USING ERRCODE = 'check_violation',
-						  HINT = 'Delete a token with iapi_tokens.delete_access_token() first; iapi_tokens.set_owner_limit() and iapi_tokens.max_tokens_per_owner set the maximum.';
-			END IF;
-		END IF;
+		-- The role's own limit.  The functions that make personal tokens
+		-- have already applied the default they were given.
+		PERFORM iapi_tokens_internal.check_owner_limit(NEW.owner_role, NULL, NEW.id);
 		RETURN NEW;
 	END IF;
 
@@ -919,7 +954,8 @@ CREATE FUNCTION iapi_tokens_internal.store_personal_token(
 	display_prefix text,
 	description text,
 	lifetime_seconds integer,
-	created_at timestamptz)
+	created_at timestamptz,
+	max_tokens_per_owner integer)
 RETURNS SETOF iapi_tokens.personal_token
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -927,6 +963,9 @@ AS $$
 DECLARE
 	stored iapi_tokens.tokens;
 BEGIN
+	PERFORM iapi_tokens_internal.lock_owner(store_personal_token.owner);
+	PERFORM iapi_tokens_internal.check_owner_limit(
+		store_personal_token.owner, store_personal_token.max_tokens_per_owner, NULL);
 	INSERT INTO iapi_tokens.tokens
 		(owner_role, token_uuid, token_hash, display_prefix, description,
 		 created_at, expires_at)
@@ -945,7 +984,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION iapi_tokens_internal.store_personal_token(regrole, bytea, text, text, integer, timestamptz) IS
+COMMENT ON FUNCTION iapi_tokens_internal.store_personal_token(regrole, bytea, text, text, integer, timestamptz, integer) IS
 	'Stores a personal token minted by create_access_token (its hash, never the token)';
 
 -- The source-token twin of store_personal_token.
@@ -1074,7 +1113,8 @@ CREATE FUNCTION iapi_tokens_internal.replace_token(
 	token_hash bytea,
 	display_prefix text,
 	now_ts timestamptz,
-	new_expires_at timestamptz)
+	new_expires_at timestamptz,
+	max_tokens_per_owner integer)
 RETURNS iapi_tokens.tokens
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -1090,6 +1130,10 @@ BEGIN
 						ELSE least(o.expires_at, now_ts + grace) END
 	 WHERE o.id = t.id;
 
+	-- With a grace period the old token still counts.
+	IF t.owner_role IS NOT NULL THEN
+		PERFORM iapi_tokens_internal.check_owner_limit(t.owner_role, max_tokens_per_owner, NULL);
+	END IF;
 	INSERT INTO iapi_tokens.tokens
 		(id, source_id, owner_role, token_uuid, token_hash, display_prefix,
 		 description, created_at, expires_at)
@@ -1104,7 +1148,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION iapi_tokens_internal.replace_token(iapi_tokens.tokens, interval, bytea, text, timestamptz, timestamptz) IS
+COMMENT ON FUNCTION iapi_tokens_internal.replace_token(iapi_tokens.tokens, interval, bytea, text, timestamptz, timestamptz, integer) IS
 	'Ends a token (at once, or after its grace period) and stores its replacement';
 
 CREATE FUNCTION iapi_tokens_internal.rotate_personal_token_of(
@@ -1114,7 +1158,8 @@ CREATE FUNCTION iapi_tokens_internal.rotate_personal_token_of(
 	token_hash bytea,
 	display_prefix text,
 	now_ts timestamptz,
-	max_lifetime integer)
+	max_lifetime integer,
+	max_tokens_per_owner integer)
 RETURNS SETOF iapi_tokens.personal_token
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -1129,10 +1174,7 @@ BEGIN
 	END IF;
 	-- The owner's row first, the token's second: the order in which
 	-- create_access_token takes them, so the two cannot deadlock.
-	INSERT INTO iapi_tokens.token_owners AS o (owner_role, token_changes)
-	VALUES (rotate_personal_token_of.owner, 0)
-	ON CONFLICT (owner_role)
-	DO UPDATE SET token_changes = o.token_changes + 1;
+	PERFORM iapi_tokens_internal.lock_owner(rotate_personal_token_of.owner);
 	SELECT * INTO old
 	  FROM iapi_tokens.tokens t
 	 WHERE t.token_uuid = rotate_personal_token_of.access_token_id
@@ -1145,7 +1187,8 @@ BEGIN
 	END IF;
 	replacement := iapi_tokens_internal.replace_token(
 		old, grace, token_hash, display_prefix, now_ts,
-		iapi_tokens_internal.check_rotation(old, grace, now_ts, max_lifetime));
+		iapi_tokens_internal.check_rotation(old, grace, now_ts, max_lifetime),
+		max_tokens_per_owner);
 	-- No row when a trigger skipped the replacement's insert.
 	IF replacement.id IS NOT NULL THEN
 		RETURN NEXT iapi_tokens_internal.as_personal_token(replacement);
@@ -1153,7 +1196,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION iapi_tokens_internal.rotate_personal_token_of(regrole, uuid, interval, bytea, text, timestamptz, integer) IS
+COMMENT ON FUNCTION iapi_tokens_internal.rotate_personal_token_of(regrole, uuid, interval, bytea, text, timestamptz, integer, integer) IS
 	'Rotates one of a role''s personal tokens';
 
 CREATE FUNCTION iapi_tokens.create_access_token(
@@ -1307,7 +1350,7 @@ BEGIN
 	END IF;
 	RETURN (iapi_tokens_internal.replace_token(
 		old, grace, token_hash, display_prefix, now_ts,
-		iapi_tokens_internal.check_rotation(old, grace, now_ts, 0))).id;
+		iapi_tokens_internal.check_rotation(old, grace, now_ts, 0), NULL)).id;
 END
 $$;
 

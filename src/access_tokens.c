@@ -19,7 +19,11 @@
 
 #include "iapi_tokens.h"
 
-/* Parameters of the store and rotate statements, by name. */
+/*
+ * Parameters of the store and rotate statements, by name.  Before 1.3 the
+ * cap trigger read the per-owner default itself: the sql_1_2 forms leave the
+ * last parameter unused.
+ */
 enum
 {
 	STORE_OWNER,
@@ -28,6 +32,7 @@ enum
 	STORE_DESCRIPTION,
 	STORE_LIFETIME_SECONDS,
 	STORE_CREATED_AT,
+	STORE_MAX_TOKENS_PER_OWNER,
 	STORE_NARGS
 };
 
@@ -40,15 +45,16 @@ enum
 	ROTATE_DISPLAY_PREFIX,
 	ROTATE_NOW,
 	ROTATE_MAX_LIFETIME,
+	ROTATE_MAX_TOKENS_PER_OWNER,
 	ROTATE_NARGS
 };
 
 static OwnerStatement store_stmt = {
 	.what = "the access token insert",
-	.sql = "SELECT * FROM iapi_tokens_internal.store_personal_token($1, $2, $3, $4, $5, $6)",
+	.sql = "SELECT * FROM iapi_tokens_internal.store_personal_token($1, $2, $3, $4, $5, $6, $7)",
 	.sql_1_2 = "SELECT * FROM iapi_tokens.store_access_token($1, $2, $3, $4, $5, $6)",
 	.nargs = STORE_NARGS,
-	.argtypes = {REGROLEOID, BYTEAOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID},
+	.argtypes = {REGROLEOID, BYTEAOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, INT4OID},
 	.hash_param = STORE_HASH + 1,
 	.token_column = 0,			/* token_value */
 };
@@ -79,10 +85,10 @@ static OwnerStatement delete_stmt = {
 
 static OwnerStatement rotate_stmt = {
 	.what = "the access token rotation",
-	.sql = "SELECT * FROM iapi_tokens_internal.rotate_personal_token_of($1, $2, $3, $4, $5, $6, $7)",
+	.sql = "SELECT * FROM iapi_tokens_internal.rotate_personal_token_of($1, $2, $3, $4, $5, $6, $7, $8)",
 	.sql_1_2 = "SELECT * FROM iapi_tokens.rotate_access_token_of($1, $2, $3, $4, $5, $6, $7)",
 	.nargs = ROTATE_NARGS,
-	.argtypes = {REGROLEOID, UUIDOID, INTERVALOID, BYTEAOID, TEXTOID, TIMESTAMPTZOID, INT4OID},
+	.argtypes = {REGROLEOID, UUIDOID, INTERVALOID, BYTEAOID, TEXTOID, TIMESTAMPTZOID, INT4OID, INT4OID},
 	.hash_param = ROTATE_HASH + 1,
 	.token_column = 0,			/* token_value */
 };
@@ -139,6 +145,7 @@ iapi_tokens_create_access_token(PG_FUNCTION_ARGS)
 	args[STORE_LIFETIME_SECONDS] = PG_GETARG_DATUM(0);
 	iapi_description_arg(fcinfo, 1, &args[STORE_DESCRIPTION], &nulls[STORE_DESCRIPTION]);
 	args[STORE_CREATED_AT] = TimestampTzGetDatum(GetCurrentTimestamp());
+	args[STORE_MAX_TOKENS_PER_OWNER] = Int32GetDatum(iapi_max_tokens_per_owner);
 
 	iapi_store_new_token(fcinfo, &store_stmt, args, nulls);
 	return (Datum) 0;
@@ -204,6 +211,7 @@ iapi_tokens_rotate_access_token(PG_FUNCTION_ARGS)
 		args[ROTATE_GRACE] = PG_GETARG_DATUM(1);
 	args[ROTATE_NOW] = TimestampTzGetDatum(GetCurrentTimestamp());
 	args[ROTATE_MAX_LIFETIME] = Int32GetDatum(iapi_max_lifetime);
+	args[ROTATE_MAX_TOKENS_PER_OWNER] = Int32GetDatum(iapi_max_tokens_per_owner);
 
 	iapi_store_new_token(fcinfo, &rotate_stmt, args, nulls);
 	return (Datum) 0;

@@ -19,7 +19,7 @@ PG_MODULE_MAGIC;
 char	   *iapi_token_prefix = NULL;
 int			iapi_last_used_interval = 600;
 int			iapi_max_lifetime = 0;
-static int	iapi_max_tokens_per_owner = 0;
+int			iapi_max_tokens_per_owner = 0;
 
 void		_PG_init(void);
 

@@ -36,6 +36,7 @@
 extern char *iapi_token_prefix;
 extern int	iapi_last_used_interval;
 extern int	iapi_max_lifetime;
+extern int	iapi_max_tokens_per_owner;
 
 /* A token's SHA-256 as a bytea datum, without a palloc. */
 typedef union TokenHash
