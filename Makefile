@@ -33,7 +33,8 @@ DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql \
 # pg_regress reads sql/<test>.sql and expected/<test>.out from the top level;
 # the install script sql/iapi_tokens--*.sql is never named as a test.
 REGRESS = format lifecycle expiry last_used errors guc_bounds privileges catalog \
-	access_tokens owner_limits rotation purge_audit current_token upgrade rest_catalog
+	access_tokens owner_limits rotation purge_audit current_token bulk_load \
+	upgrade rest_catalog
 REGRESS_OPTS = --inputdir=. --load-extension=pgcrypto
 
 # pg_isolation_regress reads test/specs/<spec>.spec and test/expected/<spec>.out.

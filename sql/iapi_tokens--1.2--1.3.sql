@@ -2,7 +2,10 @@
 -- which only the owner can use; the storing functions record a token's
 -- creation themselves and are given the per-owner default, so no SQL reads
 -- a C global or a setting by name; per-role limits on personal tokens live
--- in iapi_tokens.owner_limits, where PostgREST's connections see them too.
+-- in iapi_tokens.owner_limits, where PostgREST's connections see them too;
+-- and a restore may load the tables in any order (pg_restore -j): triggers
+-- replace the foreign key from tokens to sources, COPY takes rows as they
+-- are, and iapi_tokens.check_tokens() checks the whole afterwards.
 --
 -- New installs do not run this script: they run iapi_tokens--1.3.sql (built
 -- from sql/iapi_tokens.sql).  The upgrade test compares the two results.
@@ -51,6 +54,12 @@ CREATE TYPE iapi_tokens.personal_token AS (
 COMMENT ON TYPE iapi_tokens.personal_token IS
 	'A personal token as the Trifacta tokenInfo describes it: tokenId, description, expiredAt, lastUsed, createdAt';
 
+-- Triggers, not a foreign key, keep tokens pointing at their sources, so
+-- that a parallel restore may load the tokens first.
+ALTER TABLE iapi_tokens.tokens DROP CONSTRAINT tokens_source_id_fkey;
+COMMENT ON COLUMN iapi_tokens.tokens.source_id IS
+	'The Import API source of a source token; NULL for a personal token.  Triggers, not a foreign key, keep it pointing at a source, so that a parallel restore may load tokens before sources';
+
 -- ---------------------------------------------------------------------------
 -- The helpers, created anew in iapi_tokens_internal.  Nothing but the
 -- triggers depends on the old ones.
@@ -79,6 +88,50 @@ DROP FUNCTION iapi_tokens.store_access_token(regrole, bytea, text, text, integer
 DROP FUNCTION iapi_tokens.access_token_of(regrole, uuid);
 DROP FUNCTION iapi_tokens.access_tokens_of(regrole);
 DROP FUNCTION iapi_tokens.acting_role();
+
+-- Rows that COPY loads are taken as they are: a restore (pg_restore, -j
+-- included) brings back data that the rules below accepted when it was
+-- made, and may load the tokens before their sources or the owners' limits.
+-- iapi_tokens.check_tokens() checks the whole once the load is complete.
+-- Only roles that may write the tables (the owner) can COPY into them.
+CREATE FUNCTION iapi_tokens_internal.bulk_loading()
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN pg_catalog.current_query() ~* '^\s*copy\s';
+
+COMMENT ON FUNCTION iapi_tokens_internal.bulk_loading() IS
+	'True while the statement being run is a COPY: a bulk load, such as a restore';
+
+-- What the foreign key from tokens to sources did, without forcing a load
+-- order: a source that tokens point at keeps its row and its id.
+CREATE FUNCTION iapi_tokens_internal.keep_referenced_source()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF TG_OP = 'TRUNCATE' THEN
+		IF EXISTS (SELECT FROM iapi_tokens.tokens t WHERE t.source_id IS NOT NULL) THEN
+			RAISE EXCEPTION 'cannot truncate iapi_tokens.sources while tokens refer to it'
+				USING ERRCODE = 'foreign_key_violation',
+					  HINT = 'Sources are deleted with iapi_tokens.delete_source(), which keeps the row.';
+		END IF;
+		RETURN NULL;
+	END IF;
+	IF (TG_OP = 'DELETE' OR NEW.id <> OLD.id)
+		AND EXISTS (SELECT FROM iapi_tokens.tokens t WHERE t.source_id = OLD.id) THEN
+		RAISE EXCEPTION 'source % still has tokens', OLD.id
+			USING ERRCODE = 'foreign_key_violation',
+				  DETAIL = 'Tokens refer to the source by its id.',
+				  HINT = 'Sources are deleted with iapi_tokens.delete_source(), which keeps the row.';
+	END IF;
+	RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.keep_referenced_source() IS
+	'Trigger: refuses to delete, truncate or renumber a source that tokens refer to';
 
 -- The row that stands for a personal-token owner.  Every insert or
 -- reactivation of that owner's tokens updates it before counting, so that
@@ -151,6 +204,9 @@ DECLARE
 BEGIN
 	IF NEW.revoked_at IS NOT NULL THEN
 		RETURN NEW;				-- a revoked row never counts
+	END IF;
+	IF iapi_tokens_internal.bulk_loading() THEN
+		RETURN NEW;				-- checked by check_tokens() once loaded
 	END IF;
 	IF TG_OP = 'UPDATE' THEN
 		IF NEW.expires_at <= now_ts THEN
@@ -764,6 +820,16 @@ CREATE TRIGGER tokens_cap_update
 	WHEN (NEW.revoked_at IS NULL)
 	EXECUTE FUNCTION iapi_tokens_internal.enforce_token_cap();
 
+CREATE TRIGGER sources_keep_tokens
+	BEFORE DELETE OR UPDATE OF id ON iapi_tokens.sources
+	FOR EACH ROW
+	EXECUTE FUNCTION iapi_tokens_internal.keep_referenced_source();
+
+CREATE TRIGGER sources_keep_tokens_truncate
+	BEFORE TRUNCATE ON iapi_tokens.sources
+	FOR EACH STATEMENT
+	EXECUTE FUNCTION iapi_tokens_internal.keep_referenced_source();
+
 -- last_used_at is left out: recording use is not an event.
 CREATE TRIGGER tokens_audit_update
 	AFTER UPDATE OF source_id, owner_role, revoked_at, expires_at, replaced_by
@@ -1018,6 +1084,37 @@ $$;
 COMMENT ON FUNCTION iapi_tokens.set_owner_limit(regrole, integer) IS
 	'Admin: sets a role''s maximum of active personal tokens (0: no limit; NULL: back to iapi_tokens.max_tokens_per_owner); it applies behind PostgREST too';
 
+CREATE FUNCTION iapi_tokens.check_tokens()
+RETURNS TABLE (problem text, source_id bigint, owner regrole, detail text)
+LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT 'token without its source', t.source_id, NULL::regrole,
+		   'token ' || t.id || ' refers to a source that does not exist'
+	  FROM iapi_tokens.tokens t
+	 WHERE t.source_id IS NOT NULL
+	   AND NOT EXISTS (SELECT FROM iapi_tokens.sources s WHERE s.id = t.source_id)
+	UNION ALL
+	SELECT 'source over the cap', t.source_id, NULL,
+		   count(*) || ' active tokens; the maximum is 2'
+	  FROM iapi_tokens.tokens t
+	 WHERE t.source_id IS NOT NULL AND t.revoked_at IS NULL
+	   AND (t.expires_at IS NULL OR t.expires_at > statement_timestamp())
+	 GROUP BY t.source_id HAVING count(*) > 2
+	UNION ALL
+	SELECT 'owner over its limit', NULL, t.owner_role,
+		   count(*) || ' active personal tokens; owner_limits allows ' || min(l.max_tokens)
+	  FROM iapi_tokens.tokens t
+	  JOIN iapi_tokens.owner_limits l ON l.owner_role = t.owner_role AND l.max_tokens > 0
+	 WHERE t.revoked_at IS NULL
+	   AND (t.expires_at IS NULL OR t.expires_at > statement_timestamp())
+	 GROUP BY t.owner_role HAVING count(*) > min(l.max_tokens)
+	 ORDER BY 1, 2, 3;
+END;
+
+COMMENT ON FUNCTION iapi_tokens.check_tokens() IS
+	'Admin: what breaks the stored rules (a token without its source, a source or owner over its maximum); no row when all is well.  Run it after loading data with COPY, which takes rows as they are';
+
 -- ---------------------------------------------------------------------------
 -- Privileges of what this update created; users' grants on the rest stay.
 -- ---------------------------------------------------------------------------
@@ -1026,5 +1123,6 @@ SELECT iapi_tokens_internal.revoke_all_grants(
 	ARRAY['iapi_tokens.owner_limits']::regclass[],
 	ARRAY(SELECT p.oid FROM pg_catalog.pg_proc p
 		   WHERE p.pronamespace = 'iapi_tokens_internal'::regnamespace)::regprocedure[]
-		|| 'iapi_tokens.set_owner_limit(regrole, integer)'::regprocedure,
+		|| 'iapi_tokens.set_owner_limit(regrole, integer)'::regprocedure
+		|| 'iapi_tokens.check_tokens()'::regprocedure,
 	ARRAY['iapi_tokens_internal']::regnamespace[]);

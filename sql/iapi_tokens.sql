@@ -67,8 +67,6 @@ CREATE TABLE iapi_tokens.tokens (
 	replaced_by bigint,
 	CONSTRAINT tokens_pkey PRIMARY KEY (id),
 	CONSTRAINT tokens_token_hash_key UNIQUE (token_hash),
-	CONSTRAINT tokens_source_id_fkey FOREIGN KEY (source_id)
-		REFERENCES iapi_tokens.sources (id),
 	CONSTRAINT tokens_token_hash_check
 		CHECK (pg_catalog.octet_length(token_hash) = 32),
 	CONSTRAINT tokens_expires_at_check CHECK (expires_at > created_at),
@@ -94,7 +92,7 @@ COMMENT ON TABLE iapi_tokens.sources IS
 COMMENT ON TABLE iapi_tokens.tokens IS
 	'Access tokens of both families (source tokens and personal tokens), stored only as SHA-256 hashes';
 COMMENT ON COLUMN iapi_tokens.tokens.source_id IS
-	'The Import API source of a source token; NULL for a personal token';
+	'The Import API source of a source token; NULL for a personal token.  Triggers, not a foreign key, keep it pointing at a source, so that a parallel restore may load tokens before sources';
 COMMENT ON COLUMN iapi_tokens.tokens.owner_role IS
 	'The role that owns a personal token; NULL for a source token';
 COMMENT ON COLUMN iapi_tokens.tokens.token_uuid IS
@@ -349,6 +347,50 @@ $$;
 COMMENT ON FUNCTION iapi_tokens_internal.check_owner_limit(regrole, integer, bigint) IS
 	'Raises the limit error when a personal-token owner has its maximum of active tokens';
 
+-- Rows that COPY loads are taken as they are: a restore (pg_restore, -j
+-- included) brings back data that the rules below accepted when it was
+-- made, and may load the tokens before their sources or the owners' limits.
+-- iapi_tokens.check_tokens() checks the whole once the load is complete.
+-- Only roles that may write the tables (the owner) can COPY into them.
+CREATE FUNCTION iapi_tokens_internal.bulk_loading()
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN pg_catalog.current_query() ~* '^\s*copy\s';
+
+COMMENT ON FUNCTION iapi_tokens_internal.bulk_loading() IS
+	'True while the statement being run is a COPY: a bulk load, such as a restore';
+
+-- What the foreign key from tokens to sources did, without forcing a load
+-- order: a source that tokens point at keeps its row and its id.
+CREATE FUNCTION iapi_tokens_internal.keep_referenced_source()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF TG_OP = 'TRUNCATE' THEN
+		IF EXISTS (SELECT FROM iapi_tokens.tokens t WHERE t.source_id IS NOT NULL) THEN
+			RAISE EXCEPTION 'cannot truncate iapi_tokens.sources while tokens refer to it'
+				USING ERRCODE = 'foreign_key_violation',
+					  HINT = 'Sources are deleted with iapi_tokens.delete_source(), which keeps the row.';
+		END IF;
+		RETURN NULL;
+	END IF;
+	IF (TG_OP = 'DELETE' OR NEW.id <> OLD.id)
+		AND EXISTS (SELECT FROM iapi_tokens.tokens t WHERE t.source_id = OLD.id) THEN
+		RAISE EXCEPTION 'source % still has tokens', OLD.id
+			USING ERRCODE = 'foreign_key_violation',
+				  DETAIL = 'Tokens refer to the source by its id.',
+				  HINT = 'Sources are deleted with iapi_tokens.delete_source(), which keeps the row.';
+	END IF;
+	RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.keep_referenced_source() IS
+	'Trigger: refuses to delete, truncate or renumber a source that tokens refer to';
+
 CREATE FUNCTION iapi_tokens_internal.enforce_token_cap()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -362,6 +404,9 @@ DECLARE
 BEGIN
 	IF NEW.revoked_at IS NOT NULL THEN
 		RETURN NEW;				-- a revoked row never counts
+	END IF;
+	IF iapi_tokens_internal.bulk_loading() THEN
+		RETURN NEW;				-- checked by check_tokens() once loaded
 	END IF;
 	IF TG_OP = 'UPDATE' THEN
 		IF NEW.expires_at <= now_ts THEN
@@ -449,6 +494,16 @@ CREATE TRIGGER tokens_cap_update
 	FOR EACH ROW
 	WHEN (NEW.revoked_at IS NULL)
 	EXECUTE FUNCTION iapi_tokens_internal.enforce_token_cap();
+
+CREATE TRIGGER sources_keep_tokens
+	BEFORE DELETE OR UPDATE OF id ON iapi_tokens.sources
+	FOR EACH ROW
+	EXECUTE FUNCTION iapi_tokens_internal.keep_referenced_source();
+
+CREATE TRIGGER sources_keep_tokens_truncate
+	BEFORE TRUNCATE ON iapi_tokens.sources
+	FOR EACH STATEMENT
+	EXECUTE FUNCTION iapi_tokens_internal.keep_referenced_source();
 
 
 -- ---------------------------------------------------------------------------
@@ -1368,6 +1423,41 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION iapi_tokens.rotate_token(bigint, bigint, interval) IS
 	'Replaces a source token with a new one in one transaction; the old one is revoked at once, or expires after grace (which counts against the cap)';
 
+
+-- ---------------------------------------------------------------------------
+-- The whole, checked once a bulk load is complete
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION iapi_tokens.check_tokens()
+RETURNS TABLE (problem text, source_id bigint, owner regrole, detail text)
+LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT 'token without its source', t.source_id, NULL::regrole,
+		   'token ' || t.id || ' refers to a source that does not exist'
+	  FROM iapi_tokens.tokens t
+	 WHERE t.source_id IS NOT NULL
+	   AND NOT EXISTS (SELECT FROM iapi_tokens.sources s WHERE s.id = t.source_id)
+	UNION ALL
+	SELECT 'source over the cap', t.source_id, NULL,
+		   count(*) || ' active tokens; the maximum is 2'
+	  FROM iapi_tokens.tokens t
+	 WHERE t.source_id IS NOT NULL AND t.revoked_at IS NULL
+	   AND (t.expires_at IS NULL OR t.expires_at > statement_timestamp())
+	 GROUP BY t.source_id HAVING count(*) > 2
+	UNION ALL
+	SELECT 'owner over its limit', NULL, t.owner_role,
+		   count(*) || ' active personal tokens; owner_limits allows ' || min(l.max_tokens)
+	  FROM iapi_tokens.tokens t
+	  JOIN iapi_tokens.owner_limits l ON l.owner_role = t.owner_role AND l.max_tokens > 0
+	 WHERE t.revoked_at IS NULL
+	   AND (t.expires_at IS NULL OR t.expires_at > statement_timestamp())
+	 GROUP BY t.owner_role HAVING count(*) > min(l.max_tokens)
+	 ORDER BY 1, 2, 3;
+END;
+
+COMMENT ON FUNCTION iapi_tokens.check_tokens() IS
+	'Admin: what breaks the stored rules (a token without its source, a source or owner over its maximum); no row when all is well.  Run it after loading data with COPY, which takes rows as they are';
 
 -- ---------------------------------------------------------------------------
 -- Purge
