@@ -40,7 +40,6 @@ SELECT action, token_id FROM iapi_tokens.audit;
 COPY iapi_tokens.tokens (id, token_hash, display_prefix, created_at) FROM stdin;
 920	\\x0000000000000000000000000000000000000000000000000000000000000021	iapi_ffff	2026-01-01 00:00:00+00
 \.
-\echo :LAST_ERROR_SQLSTATE
 
 -- A source that tokens refer to keeps its row and its id.
 DELETE FROM iapi_tokens.sources WHERE id = 4242;

@@ -1088,7 +1088,7 @@ CREATE FUNCTION iapi_tokens.check_tokens()
 RETURNS TABLE (problem text, source_id bigint, owner regrole, detail text)
 LANGUAGE sql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
+AS $$
 	SELECT 'token without its source', t.source_id, NULL::regrole,
 		   'token ' || t.id || ' refers to a source that does not exist'
 	  FROM iapi_tokens.tokens t
@@ -1109,8 +1109,8 @@ BEGIN ATOMIC
 	 WHERE t.revoked_at IS NULL
 	   AND (t.expires_at IS NULL OR t.expires_at > statement_timestamp())
 	 GROUP BY t.owner_role HAVING count(*) > min(l.max_tokens)
-	 ORDER BY 1, 2, 3;
-END;
+	 ORDER BY 1, 2, 3
+$$;
 
 COMMENT ON FUNCTION iapi_tokens.check_tokens() IS
 	'Admin: what breaks the stored rules (a token without its source, a source or owner over its maximum); no row when all is well.  Run it after loading data with COPY, which takes rows as they are';
