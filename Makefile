@@ -21,7 +21,12 @@ OBJS = \
 	src/current_token.o
 
 DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql \
-	sql/iapi_tokens--1.1--1.2.sql sql/iapi_tokens_rest--1.0.sql
+	sql/iapi_tokens--1.1--1.2.sql sql/iapi_tokens_rest--1.0.sql \
+	sql/iapi_tokens_rest--1.0--1.1.sql
+# iapi_tokens_rest's full script for its current version is
+# sql/iapi_tokens_rest.sql; the versioned name PostgreSQL reads is built from
+# it (rule below).  1.0's script stays as released, for VERSION '1.0'.
+DATA_built = sql/iapi_tokens_rest--1.1.sql
 
 # pg_regress reads sql/<test>.sql and expected/<test>.out from the top level;
 # the install script sql/iapi_tokens--*.sql is never named as a test.
@@ -54,11 +59,14 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# Out-of-tree builds (pg_buildext, VPATH=<source>) put the objects in a src/
-# of their own build directory.
+# Out-of-tree builds (pg_buildext, VPATH=<source>) put the objects in a src/,
+# and the built REST script in a sql/, of their own build directory.
 ifdef VPATH
-$(shell mkdir -p src)
+$(shell mkdir -p src sql)
 endif
+
+sql/iapi_tokens_rest--1.1.sql: sql/iapi_tokens_rest.sql
+	cp $< $@
 
 .PHONY: tapcheck
 tapcheck:
