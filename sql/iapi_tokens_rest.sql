@@ -427,6 +427,12 @@ COMMENT ON FUNCTION iapi_rest.generate_token(bigint) IS
 
 -- Seed 001 returned every active token in plaintext.  Only hashes are kept,
 -- so the other tokens show their display prefix, masked.
+--
+-- The new token never enters a query: a PL/pgSQL variable that a query uses
+-- is a parameter, which a custom plan turns into a constant, and auto_explain
+-- (log_verbose) prints the plan.  The other tokens are read by a query; the
+-- new one joins them in simple expressions (no FROM, no aggregate), which
+-- PL/pgSQL evaluates without the executor, so no hook sees them.
 CREATE FUNCTION iapi_rest.generate_token_v3(source_id bigint DEFAULT NULL)
 RETURNS iapi_rest.import_api_token_v3
 LANGUAGE plpgsql VOLATILE
@@ -442,11 +448,11 @@ BEGIN
 	generated := iapi_rest.generate_token(generate_token_v3.source_id);
 	SELECT t.source_id INTO sid FROM iapi_tokens.tokens t WHERE t.id = generated.id;
 
-	SELECT jsonb_object_agg(d.token_id::text,
-							CASE WHEN d.token_id = generated.id THEN generated.access_token
-								 ELSE d.display_prefix || '...' END)
+	SELECT coalesce(jsonb_object_agg(d.token_id::text, d.display_prefix || '...'), '{}')
 	  INTO tokens
-	  FROM iapi_tokens.list_token_details(sid) d;
+	  FROM iapi_tokens.list_token_details(sid) d
+	 WHERE d.token_id <> generated.id;
+	tokens := tokens || jsonb_build_object(generated.id::text, generated.access_token);
 
 	source := iapi_tokens.source_json(sid);
 	source := source || jsonb_build_object('properties',
@@ -621,18 +627,21 @@ COMMENT ON FUNCTION iapi_rest.delete_access_token(uuid) IS
 
 -- VOLATILE: a verification may record last_used_at (never in a read-only
 -- transaction, where it just verifies).  An error here names no token.
+--
+-- The key is never a PL/pgSQL variable: the query that verifies it would
+-- take the variable as a parameter, which a custom plan turns into a
+-- constant that auto_explain (log_verbose) prints.  The query reads the
+-- header itself, at execution.
 CREATE FUNCTION iapi_rest.authenticate()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	api_key text := iapi_rest_internal.request_header('x-api-key');
 BEGIN
-	IF api_key IS NULL THEN
+	IF iapi_rest_internal.request_header('x-api-key') IS NULL THEN
 		RETURN;
 	END IF;
-	PERFORM FROM iapi_tokens.authenticate(api_key);
+	PERFORM FROM iapi_tokens.authenticate(iapi_rest_internal.request_header('x-api-key'));
 	IF NOT FOUND THEN
 		PERFORM iapi_rest_internal.raise_unauthorized('the API key is not valid', 'invalid_token');
 	END IF;
