@@ -34,6 +34,13 @@ GRANT iapi_anon, iapi_source_admin TO iapi_authenticator;
 -- even under log_statement = all.
 ALTER ROLE iapi_authenticator SET log_parameter_max_length = 0;
 ALTER ROLE iapi_authenticator SET log_parameter_max_length_on_error = 0;
+-- auto_explain, wherever it is loaded from, logs the plans of those
+-- statements: with log_verbose, a custom plan prints each bind parameter as
+-- a constant, and from 16 on auto_explain lists the parameters itself.  No
+-- plan of the authenticator's sessions is logged.  The setting is PGC_SUSET,
+-- so only a superuser can undo it, and it is stored whether or not
+-- auto_explain is loaded when this runs.
+ALTER ROLE iapi_authenticator SET auto_explain.log_min_duration = -1;
 
 GRANT USAGE ON SCHEMA iapi_rest, iapi_rest_internal, iapi_tokens
 	TO iapi_anon, iapi_source_admin, iapi_token_user;

@@ -552,9 +552,11 @@ $xnode->append_conf('postgresql.conf',
 $xnode->start;
 
 $xnode->safe_psql('postgres', 'CREATE EXTENSION iapi_tokens_rest CASCADE');
-$xnode->safe_psql('postgres',
-	"\\set authenticator_password 'not-used-with-trust'\n"
-	  . slurp_file("$FindBin::RealBin/../../rest/roles.sql"));
+is($xnode->safe_psql('postgres',
+		"SELECT count(*) > 0 FROM pg_settings WHERE name LIKE 'auto_explain.%';\n"
+		  . "\\set authenticator_password 'not-used-with-trust'\n"
+		  . slurp_file("$FindBin::RealBin/../../rest/roles.sql")),
+	't', 'rest/roles.sql runs in a session with auto_explain loaded');
 $xnode->safe_psql(
 	'postgres', q{
 CREATE ROLE alice NOLOGIN IN ROLE iapi_token_user;
@@ -569,12 +571,97 @@ TO owner;
 is($xnode->safe_psql('postgres', 'SHOW auto_explain.log_verbose'), 'on',
 	'auto_explain: loaded in every session');
 
+# --- rest/roles.sql as shipped ----------------------------------------------
+#
+# The authenticator's statements are the caller's own: PostgREST sends
+# request.headers, X-Api-Key included, as a bind parameter, and a service may
+# call verify_token($1) itself.  rest/roles.sql turns auto_explain off for
+# that role, which only a superuser can undo, so that none of its statements
+# reaches the log, while auto_explain goes on logging for other roles.
+sub roles_sql_keeps_tokens_out
+{
+	my ($node, $name) = @_;
+	my $client = { role => 'iapi_source_admin', stitch_client_id => 4243 };
+	my $offset = -s $node->logfile;
+	my @known;
+
+	my $dbh = connect_as($node, 'iapi_authenticator');
+	is($dbh->selectrow_array('SHOW auto_explain.log_min_duration'), '-1',
+		"$name: auto_explain is off for the authenticator");
+	foreach my $sql ('SET auto_explain.log_min_duration = 0',
+		q{SELECT set_config('auto_explain.log_min_duration', '0', false)},
+		'RESET auto_explain.log_min_duration')
+	{
+		my $done = eval { $dbh->do($sql); 1 };
+		ok(!$done && $dbh->state eq '42501',
+			"$name: the authenticator may not undo it: $sql");
+	}
+	is($dbh->selectrow_array('SHOW auto_explain.log_min_duration'), '-1',
+		"$name: auto_explain is still off for the authenticator");
+
+	my $sid = $node->safe_psql('postgres',
+		"SELECT iapi_tokens.create_source('roles_sql_$offset', NULL, 4243)");
+	my $token = $node->safe_psql('postgres',
+		"SELECT access_token FROM iapi_tokens.generate_token($sid)");
+	like($token, $token_re, "$name: a source token");
+	push @known, $token;
+
+	# verify_token($1) and authenticate($1), straight from the authenticator.
+	is($dbh->selectrow_array('SELECT count(*) FROM iapi_tokens.verify_token($1)',
+			undef, $token),
+		1, "$name: verify_token(\$1) as the authenticator");
+	is($dbh->selectrow_array('SELECT count(*) FROM iapi_tokens.verify_token($1)',
+			undef, forged($token)),
+		0, "$name: verify_token(\$1) of a forged token as the authenticator");
+	$dbh->begin_work;
+	is($dbh->selectrow_array('SELECT count(*) FROM iapi_tokens.authenticate($1)',
+			undef, $token),
+		1, "$name: authenticate(\$1) as the authenticator");
+	$dbh->commit;
+	$dbh->disconnect;
+
+	# Requests through PostgREST, with the key in request.headers.
+	my $api = PostgrestReplay->new(
+		host => $node->host,
+		port => $node->port,
+		dbname => 'postgres',
+		user => 'iapi_authenticator');
+	my $res = $api->request(method => 'GET', path => '/rpc/whoami',
+		headers => { 'X-Api-Key' => $token });
+	is($res->{status}, 200, "$name: GET /rpc/whoami with an X-Api-Key");
+	$res = $api->request(method => 'GET', path => '/rpc/whoami',
+		headers => { 'X-Api-Key' => forged($token) });
+	is($res->{status}, 401, "$name: GET /rpc/whoami with a forged X-Api-Key");
+	$res = $api->request(method => 'POST', path => '/rpc/generate_token_v3',
+		claims => $client, body => { source_id => $sid }, headers => { 'X-Api-Key' => $token });
+	is($res->{status}, 200, "$name: POST /rpc/generate_token_v3 with an X-Api-Key");
+	push @known, $res->{json}{access_token} // ();
+	$res = $api->request(method => 'POST', path => '/rpc/create_access_token',
+		claims => { role => 'alice' }, body => { lifetimeSeconds => 60 },
+		headers => { 'X-Api-Key' => $token });
+	is($res->{status}, 201, "$name: POST /rpc/create_access_token with an X-Api-Key");
+	push @known, $res->{json}{tokenValue} // ();
+	$api->dbh->disconnect;
+
+	# Other roles are still explained.
+	$node->safe_psql('postgres', q{SELECT 'other roles are still explained' AS marker});
+
+	my $log = slurp_file($node->logfile, $offset);
+	like($log, qr/Query Text: SELECT 'other roles are still explained' AS marker/,
+		"$name: auto_explain logs the statements of other roles");
+	ok(!holds_token($log, @known), "$name: no token in the log")
+	  or diag(redacted(join('', map { $_->{text} } grep { holds_token($_->{text}, @known) } log_messages($log))));
+	return;
+}
+
+roles_sql_keeps_tokens_out($xnode, 'rest/roles.sql run with auto_explain loaded');
+
 my @x_tokens;    # every plaintext the auto_explain cluster has seen
 
 # --- Every path, with auto_explain logging for every role ------------------
 
-# auto_explain on for PostgREST's authenticator too, as if rest/roles.sql
-# had not turned it off: the extension's statements must be clean anyway.
+# auto_explain on for PostgREST's authenticator too, without what
+# rest/roles.sql set: the extension's statements must be clean anyway.
 $xnode->safe_psql('postgres',
 	'ALTER ROLE iapi_authenticator RESET auto_explain.log_min_duration');
 my $x_offset = -s $xnode->logfile;
@@ -710,5 +797,29 @@ foreach my $user ($x_superuser, 'app')
 }
 
 $xnode->stop;
+
+# rest/roles.sql run before auto_explain is loaded at all, which is loaded
+# afterwards, this time in shared_preload_libraries.
+{
+	my $ynode = PostgreSQL::Test::Cluster->new('explain_late');
+	$ynode->init;
+	$ynode->append_conf('postgresql.conf', "log_statement = none\nlog_line_prefix = '%m [%p] '\n");
+	$ynode->start;
+	$ynode->safe_psql('postgres', 'CREATE EXTENSION iapi_tokens_rest CASCADE');
+	is($ynode->safe_psql('postgres',
+			"SELECT count(*) FROM pg_settings WHERE name LIKE 'auto_explain.%';\n"
+			  . "\\set authenticator_password 'not-used-with-trust'\n"
+			  . slurp_file("$FindBin::RealBin/../../rest/roles.sql")),
+		'0', 'rest/roles.sql runs in a session without auto_explain');
+	$ynode->safe_psql('postgres', q{
+CREATE ROLE alice NOLOGIN IN ROLE iapi_token_user;
+GRANT alice TO iapi_authenticator;
+});
+	$ynode->append_conf('postgresql.conf',
+		"shared_preload_libraries = 'auto_explain'\n$explain_conf");
+	$ynode->restart;
+	roles_sql_keeps_tokens_out($ynode, 'rest/roles.sql run before auto_explain was loaded');
+	$ynode->stop;
+}
 
 done_testing();

@@ -6,7 +6,8 @@
 # the seeds' JSON shapes, 201 and 204, the errors (400, 401, 403, 404, 409;
 # never 500 for a caller's mistake), tenant isolation by stitch_client_id,
 # personal tokens owned by the JWT's role, X-Api-Key authentication in the
-# pre-request, GETs in read-only transactions, and no token in the log.
+# pre-request, GETs in read-only transactions, and no token in the log, with
+# every statement and (auto_explain) every plan logged.
 
 use strict;
 use warnings;
@@ -26,10 +27,19 @@ my $uuid_re = qr/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 my $node = PostgreSQL::Test::Cluster->new('rest');
 $node->init;
-# Every statement is logged: rest/roles.sql must keep the bind parameters,
-# which carry X-Api-Key, out of it.
-$node->append_conf('postgresql.conf',
-	"log_statement = all\nlog_min_error_statement = error\n");
+# Every statement is logged, and auto_explain logs the plan of every
+# statement, nested ones included, with the constants of custom plans:
+# rest/roles.sql must keep the bind parameters, which carry X-Api-Key, out
+# of the log.
+$node->append_conf(
+	'postgresql.conf', q{
+log_statement = all
+log_min_error_statement = error
+shared_preload_libraries = 'auto_explain'
+auto_explain.log_min_duration = 0
+auto_explain.log_nested_statements = on
+auto_explain.log_verbose = on
+});
 $node->start;
 
 # Installation as the README gives it: the extension, then rest/roles.sql.
@@ -424,10 +434,13 @@ like($stmts[3], qr/^WITH pgrst_source AS \(SELECT pgrst_call\.\* FROM \(SELECT \
 my $log = slurp_file($node->logfile);
 like($log, qr/iapi_rest"\."authenticate"/, 'the log holds the statements');
 like($log, qr/does not exist/, 'the log holds the errors');
+like($log, qr/LOG:  duration: [0-9.]+ ms  plan:\n\tQuery Text: /, 'the log holds plans');
 for my $tok (@tokens)
 {
 	unlike($log, qr/\Q$tok\E/, 'no plaintext token in the server log');
 }
+# Nor a key that was not valid, nor anything else token-shaped.
+unlike($log, qr/iapi_[0-9A-Za-z]{20,}/, 'nothing token-shaped in the server log');
 
 $node->stop;
 done_testing();
