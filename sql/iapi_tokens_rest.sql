@@ -238,6 +238,45 @@ $$;
 COMMENT ON FUNCTION iapi_rest_internal.client_source(bigint) IS
 	'Internal: the source id of the request if the caller''s client owns it; 404 otherwise';
 
+-- Personal tokens belong to the request's role.  A group role (one with
+-- members, such as iapi_token_user) owns none: its tokens would be shared by
+-- every member, and by everyone who can present a JWT naming it.  Two kinds
+-- of membership do not make a group:
+--   * the session's login role: PostgREST's authenticator is a member of
+--     every role it may switch to;
+--   * from 16 on, a grant with neither INHERIT nor SET, through which the
+--     member can act as the role in no way (such as the ADMIN-only grant a
+--     CREATEROLE user gets on the roles it creates).  15 has no such options:
+--     there every grant counts.
+-- SECURITY INVOKER: the role is the caller's.
+CREATE FUNCTION iapi_rest_internal.token_owner()
+RETURNS regrole
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	owner_oid oid := (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user);
+	login_oid oid := (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = session_user);
+BEGIN
+	IF EXISTS (
+		SELECT FROM pg_catalog.pg_auth_members m,
+			   LATERAL pg_catalog.to_jsonb(m) g
+		 WHERE m.roleid = owner_oid
+		   AND m.member <> login_oid
+		   AND coalesce((g ->> 'inherit_option')::boolean OR (g ->> 'set_option')::boolean,
+						true)) THEN
+		PERFORM iapi_rest_internal.raise_http(403,
+			format('role %I is a group role and cannot own personal tokens', current_user),
+			'Personal tokens belong to one user''s role; a role with members would share them.',
+			'Issue the JWT for the user''s own role, not for a group it belongs to.');
+	END IF;
+	RETURN owner_oid::regrole;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_rest_internal.token_owner() IS
+	'Internal: the request''s role as the owner of personal tokens; 403 for a group role (a role with members other than the login role)';
+
 -- ---------------------------------------------------------------------------
 -- Response shapes.  Each route returns a composite type (or a set of them),
 -- so PostgREST renders the seed's object (or array) itself, and SQL callers
@@ -514,7 +553,8 @@ COMMENT ON FUNCTION iapi_rest.revoke_token(bigint, bigint) IS
 
 -- ---------------------------------------------------------------------------
 -- Trifacta: personal access tokens, owned by the request's role.  SECURITY
--- INVOKER, so that iapi_tokens sees the JWT's role as the owner.
+-- INVOKER, so that iapi_tokens sees the JWT's role as the owner.  Each route
+-- first refuses a group role (token_owner()), with 403.
 -- ---------------------------------------------------------------------------
 
 CREATE FUNCTION iapi_rest.create_access_token(
@@ -528,6 +568,7 @@ DECLARE
 	result iapi_rest.access_token;
 	st text; msg text; det text; hnt text;
 BEGIN
+	PERFORM iapi_rest_internal.token_owner();
 	IF "lifetimeSeconds" IS NULL THEN
 		PERFORM iapi_rest_internal.raise_http(400, 'lifetimeSeconds is required', NULL,
 			'Give the lifetime in seconds, or -1 for a token that never expires.');
@@ -559,16 +600,23 @@ COMMENT ON FUNCTION iapi_rest.create_access_token(integer, text) IS
 
 CREATE FUNCTION iapi_rest.list_access_tokens()
 RETURNS iapi_rest.access_token_list
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-	SELECT ROW(coalesce(array_agg(
+AS $$
+DECLARE
+	tokens iapi_rest.token_info[];
+BEGIN
+	PERFORM iapi_rest_internal.token_owner();
+	SELECT coalesce(array_agg(
 				iapi_rest_internal.token_info(t.token_id, t.description, t.expired_at,
 											  t.last_used, t.created_at)
 				ORDER BY t.created_at DESC, t.token_id),
-			'{}'))::iapi_rest.access_token_list
+			'{}')
+	  INTO tokens
 	  FROM iapi_tokens.list_access_tokens() t;
-END;
+	RETURN ROW(tokens)::iapi_rest.access_token_list;
+END
+$$;
 
 COMMENT ON FUNCTION iapi_rest.list_access_tokens() IS
 	'GET /v4/apiAccessTokens: {"data": [tokenInfo, ...]}, the caller''s tokens, newest first';
@@ -582,6 +630,7 @@ DECLARE
 	result iapi_rest.token_info;
 	st text; msg text; det text; hnt text;
 BEGIN
+	PERFORM iapi_rest_internal.token_owner();
 	SELECT i.*
 	  INTO result
 	  FROM iapi_tokens.get_access_token(
@@ -608,6 +657,7 @@ AS $$
 DECLARE
 	st text; msg text; det text; hnt text;
 BEGIN
+	PERFORM iapi_rest_internal.token_owner();
 	PERFORM iapi_tokens.delete_access_token(
 		iapi_rest_internal.path_param("tokenId", 'x-iapi-token-id', 'tokenId'));
 	PERFORM set_config('response.status', '204', true);
@@ -678,7 +728,8 @@ COMMENT ON FUNCTION iapi_rest.whoami() IS
 -- Privileges.  The routes are nobody's: rest/roles.sql grants each to the
 -- roles PostgREST switches to.  PUBLIC may use the helpers that SECURITY
 -- INVOKER routes call as the request's role, so that a grant on a route is
--- all a role needs; they read the request and raise errors, nothing else.
+-- all a role needs; they read the request and the catalog, and raise
+-- errors, nothing else.
 -- client_id() and client_source() serve SECURITY DEFINER routes only and
 -- stay the owner's.
 -- ---------------------------------------------------------------------------
@@ -714,5 +765,6 @@ GRANT EXECUTE ON FUNCTION
 	iapi_rest_internal.raise_unauthorized(text, text),
 	iapi_rest_internal.path_param(anyelement, text, text),
 	iapi_rest_internal.iso8601_ms(timestamptz),
-	iapi_rest_internal.token_info(uuid, text, timestamptz, timestamptz, timestamptz)
+	iapi_rest_internal.token_info(uuid, text, timestamptz, timestamptz, timestamptz),
+	iapi_rest_internal.token_owner()
 	TO PUBLIC;

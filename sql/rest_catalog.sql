@@ -70,6 +70,31 @@ SELECT iapi_rest_internal.iso8601_ms('2019-01-16 00:05:01.743+00') AS trifacta_t
 SELECT iapi_rest.list_sources();
 \echo :LAST_ERROR_SQLSTATE
 
+-- A group role owns no personal tokens (403, and no token made); a member
+-- of one does.  The login role does not count as a member: PostgREST's
+-- authenticator is a member of every role it may switch to.
+CREATE ROLE regress_iapi_rest_group NOLOGIN;
+CREATE ROLE regress_iapi_rest_user NOLOGIN IN ROLE regress_iapi_rest_group;
+GRANT regress_iapi_rest_user TO CURRENT_USER;
+GRANT EXECUTE ON FUNCTION iapi_rest.create_access_token(integer, text),
+	iapi_tokens.create_access_token(integer, text) TO regress_iapi_rest_group;
+GRANT USAGE ON SCHEMA iapi_rest TO regress_iapi_rest_group;
+SET ROLE regress_iapi_rest_user;
+SELECT iapi_rest_internal.token_owner() AS owner;
+RESET ROLE;
+SET ROLE regress_iapi_rest_group;
+SELECT iapi_rest_internal.token_owner() AS owner;
+\echo :LAST_ERROR_SQLSTATE
+SELECT "tokenValue" IS NOT NULL AS created FROM iapi_rest.create_access_token(60);
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT count(*) AS group_tokens FROM iapi_tokens.tokens
+ WHERE owner_role = 'regress_iapi_rest_group'::regrole;
+REVOKE USAGE ON SCHEMA iapi_rest FROM regress_iapi_rest_group;
+REVOKE EXECUTE ON FUNCTION iapi_rest.create_access_token(integer, text),
+	iapi_tokens.create_access_token(integer, text) FROM regress_iapi_rest_group;
+DROP ROLE regress_iapi_rest_user, regress_iapi_rest_group;
+
 -- iapi_tokens cannot go while its PostgREST layer is installed.  The layer
 -- takes its helper schema with it; iapi_rest, made by CREATE EXTENSION from
 -- the control file, stays as such schemas do.
