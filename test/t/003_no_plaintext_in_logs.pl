@@ -11,12 +11,14 @@
 # text holds a token fails, so any token in the log was put there by the
 # extension itself.
 #
-# Then a second cluster with auto_explain (log_min_duration 0, nested
-# statements, verbose), which prints the plan of every statement the
-# executor runs, including the constants a custom plan makes of parameters:
-# no statement the extension runs, core or REST layer, may hold a token.
-# See "auto_explain" below for how the caller's own statements are told
-# apart.
+# Then auto_explain (log_min_duration 0, nested statements, verbose), which
+# prints the plan of every statement the executor runs, including the
+# constants a custom plan makes of parameters.  In a second cluster: with
+# rest/roles.sql as shipped, nothing of PostgREST's authenticator reaches the
+# log; and with auto_explain on for every role, no statement the extension
+# runs, core or REST layer, holds a token (see "auto_explain" below for how
+# the caller's own statements are told apart).  A third cluster loads
+# auto_explain only after rest/roles.sql ran.
 
 use strict;
 use warnings;

@@ -5,9 +5,10 @@
 # on one pooled connection, and the body, status and headers are checked:
 # the seeds' JSON shapes, 201 and 204, the errors (400, 401, 403, 404, 409;
 # never 500 for a caller's mistake), tenant isolation by stitch_client_id,
-# personal tokens owned by the JWT's role, X-Api-Key authentication in the
-# pre-request, GETs in read-only transactions, and no token in the log, with
-# every statement and (auto_explain) every plan logged.
+# personal tokens owned by the JWT's role and never by a group role (users
+# added by rest/roles.sql), X-Api-Key authentication in the pre-request,
+# GETs in read-only transactions, and no token in the log, with every
+# statement and (auto_explain) every plan logged.
 
 use strict;
 use warnings;
