@@ -20,15 +20,18 @@ OBJS = \
 	src/verify.o \
 	src/current_token.o
 
-# sql/iapi_tokens.sql is the full install script of the current version,
-# installed as iapi_tokens--$(EXTVERSION).sql: CREATE EXTENSION runs it
-# alone.  The update scripts serve ALTER EXTENSION ... UPDATE, and 1.0's
-# full script is the base of the oldest update path.
-EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(or $(VPATH),.)/iapi_tokens.control)
-DATA_built = sql/iapi_tokens--$(EXTVERSION).sql
+# sql/iapi_tokens.sql and sql/iapi_tokens_rest.sql are the full install
+# scripts of the current versions, installed under their versioned names:
+# CREATE EXTENSION runs one script.  The update scripts serve ALTER
+# EXTENSION ... UPDATE; the 1.0 scripts stay as released, for VERSION '1.0'
+# and as the base of the oldest update paths.
+default_version = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(or $(VPATH),.)/$(1).control)
+EXTVERSION = $(call default_version,iapi_tokens)
+REST_EXTVERSION = $(call default_version,iapi_tokens_rest)
+DATA_built = sql/iapi_tokens--$(EXTVERSION).sql sql/iapi_tokens_rest--$(REST_EXTVERSION).sql
 DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql \
 	sql/iapi_tokens--1.1--1.2.sql sql/iapi_tokens--1.2--1.3.sql \
-	sql/iapi_tokens_rest--1.0.sql
+	sql/iapi_tokens_rest--1.0.sql sql/iapi_tokens_rest--1.0--1.1.sql
 
 # pg_regress reads sql/<test>.sql and expected/<test>.out from the top level;
 # the install script sql/iapi_tokens--*.sql is never named as a test.
@@ -65,8 +68,11 @@ include $(PGXS)
 sql/iapi_tokens--$(EXTVERSION).sql: sql/iapi_tokens.sql
 	cp $< $@
 
+sql/iapi_tokens_rest--$(REST_EXTVERSION).sql: sql/iapi_tokens_rest.sql
+	cp $< $@
+
 # Out-of-tree builds (pg_buildext, VPATH=<source>) put the objects and the
-# built install script in src/ and sql/ of their own build directory.
+# built install scripts in src/ and sql/ of their own build directory.
 ifdef VPATH
 $(shell mkdir -p src sql)
 endif

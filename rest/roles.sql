@@ -3,6 +3,11 @@
 --
 --   psql -v ON_ERROR_STOP=1 -v authenticator_password='...' -f rest/roles.sql
 --
+-- and then, also as a superuser, once per user who may hold personal tokens,
+-- for example for a JWT {"role": "alice"}:
+--
+--   psql -v ON_ERROR_STOP=1 -v token_user=alice -f rest/roles.sql
+--
 --   iapi_authenticator  PostgREST's login (db-uri); NOINHERIT, so it holds no
 --                       privilege itself, only the roles it may switch to.
 --   iapi_anon           requests without a JWT (db-anon-role): API-key routes
@@ -17,9 +22,34 @@
 -- PostgREST has checked the JWT that names them.  Anyone who could log in as
 -- one of them could also set request.jwt.claims.
 
+\if :{?token_user}
+-- A user: a role of its own (made NOLOGIN if it does not exist), a member of
+-- iapi_token_user, which PostgREST may switch to.  The authenticator must
+-- never become the group itself: a group's personal tokens would be shared
+-- by every member, and the routes refuse a group role with 403.  From 16 on
+-- the user's membership is granted WITH SET FALSE, so that neither the user
+-- nor the authenticator, through the user, can SET ROLE to the group; the
+-- user still has its grants (INHERIT TRUE).  On an existing member this
+-- changes the options of its membership.  15 has no SET option: there the
+-- authenticator can switch to the group through any member, and only the
+-- routes' 403 stands in the way.
+SELECT pg_catalog.current_setting('server_version_num')::integer >= 160000
+	AS iapi_has_set_option \gset
+SELECT pg_catalog.format('CREATE ROLE %I NOLOGIN', :'token_user')
+ WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = :'token_user') \gexec
+\if :iapi_has_set_option
+GRANT iapi_token_user TO :"token_user" WITH INHERIT TRUE, SET FALSE;
+\else
+GRANT iapi_token_user TO :"token_user";
+\endif
+GRANT :"token_user" TO iapi_authenticator;
+\quit
+\endif
+
 \if :{?authenticator_password}
 \else
 \echo 'usage: psql -v authenticator_password=... -f rest/roles.sql'
+\echo '       psql -v token_user=... -f rest/roles.sql'
 \quit
 \endif
 
@@ -34,6 +64,13 @@ GRANT iapi_anon, iapi_source_admin TO iapi_authenticator;
 -- even under log_statement = all.
 ALTER ROLE iapi_authenticator SET log_parameter_max_length = 0;
 ALTER ROLE iapi_authenticator SET log_parameter_max_length_on_error = 0;
+-- auto_explain, wherever it is loaded from, logs the plans of those
+-- statements: with log_verbose, a custom plan prints each bind parameter as
+-- a constant, and from 16 on auto_explain lists the parameters itself.  No
+-- plan of the authenticator's sessions is logged.  The setting is PGC_SUSET,
+-- so only a superuser can undo it, and it is stored whether or not
+-- auto_explain is loaded when this runs.
+ALTER ROLE iapi_authenticator SET auto_explain.log_min_duration = -1;
 
 GRANT USAGE ON SCHEMA iapi_rest, iapi_rest_internal, iapi_tokens
 	TO iapi_anon, iapi_source_admin, iapi_token_user;
@@ -52,7 +89,8 @@ GRANT EXECUTE ON FUNCTION
 	iapi_rest_internal.raise_unauthorized(text, text),
 	iapi_rest_internal.path_param(anyelement, text, text),
 	iapi_rest_internal.iso8601_ms(timestamptz),
-	iapi_rest_internal.token_info(uuid, text, timestamptz, timestamptz, timestamptz)
+	iapi_rest_internal.token_info(uuid, text, timestamptz, timestamptz, timestamptz),
+	iapi_rest_internal.token_owner()
 	TO iapi_anon, iapi_source_admin, iapi_token_user;
 
 GRANT EXECUTE ON FUNCTION
@@ -78,5 +116,12 @@ GRANT EXECUTE ON FUNCTION
 	TO iapi_token_user;
 
 -- A user who may hold personal tokens, e.g. for a JWT {"role": "alice"}:
+-- run this script with -v token_user=alice (above), which does, on 16 and
+-- later:
+--   CREATE ROLE alice NOLOGIN;
+--   GRANT iapi_token_user TO alice WITH INHERIT TRUE, SET FALSE;
+--   GRANT alice TO iapi_authenticator;
+-- and on 15, which has no SET option:
 --   CREATE ROLE alice NOLOGIN IN ROLE iapi_token_user;
 --   GRANT alice TO iapi_authenticator;
+-- Never grant iapi_token_user itself to iapi_authenticator.

@@ -10,12 +10,26 @@
 # Statements are not logged (log_statement = none), and no statement whose
 # text holds a token fails, so any token in the log was put there by the
 # extension itself.
+#
+# Then auto_explain (log_min_duration 0, nested statements, verbose), which
+# prints the plan of every statement the executor runs, including the
+# constants a custom plan makes of parameters.  In a second cluster: with
+# rest/roles.sql as shipped, nothing of PostgREST's authenticator reaches the
+# log; and with auto_explain on for every role, no statement the extension
+# runs, core or REST layer, holds a token (see "auto_explain" below for how
+# the caller's own statements are told apart).  A third cluster loads
+# auto_explain only after rest/roles.sql ran.
 
 use strict;
 use warnings;
 
+use FindBin;
+use lib "$FindBin::RealBin/../lib";
+
+use DBI;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use PostgrestReplay;
 use Test::More;
 
 my $token_re = qr/^iapi_[0-9A-Za-z]{39}$/;
@@ -404,5 +418,410 @@ foreach my $token (grep { !$seen{$_}++ } @tokens)
 # generation the test never saw.
 unlike($log, qr/(?:iapi|logtest)_[0-9A-Za-z]{20,}/,
 	'the log holds nothing token-shaped');
+
+# ===========================================================================
+# auto_explain.  With log_nested_statements and log_verbose it logs the plan
+# of every statement the executor runs, at any depth, and a custom plan
+# prints each parameter's value as a constant: a PL/pgSQL variable that a
+# query uses, or a bind parameter of the client.  Two kinds of statement
+# reach it:
+#   * the extension's own, nested in a call (a CONTEXT line says where):
+#     none of them may ever hold a token, whatever the settings;
+#   * the caller's own top-level statement (no CONTEXT), which holds the
+#     token if the caller put it there as a literal or a bind parameter.
+#     That is the caller's configuration, not the extension's doing.
+# ===========================================================================
+
+my $shape_re = qr/(?:iapi|logtest)_[0-9A-Za-z]{20,}/;
+
+my $explain_conf = q{
+log_statement = none
+log_line_prefix = '%m [%p] '
+auto_explain.log_min_duration = 0
+auto_explain.log_nested_statements = on
+auto_explain.log_verbose = on
+};
+
+# A log excerpt is fit for a diagnostic once its tokens are cut short.
+sub redacted
+{
+	my ($text) = @_;
+	$text =~ s/((?:iapi|logtest)_[0-9A-Za-z]{4})[0-9A-Za-z]{16,}/$1.../g;
+	return $text;
+}
+
+# Whether text holds a token: anything token-shaped, or the random part of a
+# token the test has seen.
+sub holds_token
+{
+	my ($text, @known) = @_;
+	return 1 if $text =~ $shape_re;
+	foreach my $token (@known)
+	{
+		return 1 if index($text, substr($token, length($token) - 39, 33)) >= 0;
+	}
+	return 0;
+}
+
+# The log as messages: a primary line (LOG, ERROR, ...) with its continuation
+# lines, and the DETAIL, HINT, CONTEXT, STATEMENT, QUERY and LOCATION lines
+# its process wrote with it.  An auto_explain message is a plan: {query} is
+# the first line of its Query Text, {context} says it ran nested.
+sub log_messages
+{
+	my ($text) = @_;
+	my (@messages, %last_of_pid, $current);
+	foreach my $line (split /\n/, $text)
+	{
+		if ($line =~ /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \S+ \[(\d+)\] ([A-Z0-9]+):  (.*)$/)
+		{
+			my ($pid, $severity, $rest) = ($1, $2, $3);
+			if ($severity =~ /^(?:DETAIL|HINT|CONTEXT|STATEMENT|QUERY|LOCATION)$/
+				&& $last_of_pid{$pid})
+			{
+				$current = $last_of_pid{$pid};
+				$current->{context} = 1 if $severity eq 'CONTEXT';
+				$current->{part} = $severity;
+			}
+			else
+			{
+				$current = {
+					severity => $severity,
+					part => 'primary',
+					context => 0,
+					plan => ($severity eq 'LOG' && $rest =~ /^duration: [0-9.]+ ms  plan:$/)
+				};
+				push @messages, $current;
+				$last_of_pid{$pid} = $current;
+			}
+		}
+		elsif (!$current)
+		{
+			$current = { severity => 'none', part => 'primary', context => 0, plan => 0 };
+			push @messages, $current;
+		}
+		elsif ($current->{plan} && $current->{part} eq 'primary'
+			&& !defined $current->{query} && $line =~ /^\tQuery Text: (.*)$/)
+		{
+			$current->{query} = $1;
+		}
+		$current->{text} .= "$line\n";
+	}
+	return @messages;
+}
+
+# Splits the messages of a log excerpt that hold a token into the caller's
+# (a top-level plan whose own text has the token, or bind parameters) and
+# the rest, which the extension would have put there.
+sub token_messages
+{
+	my ($text, @known) = @_;
+	my (@callers, @others);
+	foreach my $m (grep { holds_token($_->{text}, @known) } log_messages($text))
+	{
+		if ($m->{plan} && !$m->{context} && defined $m->{query}
+			&& ($m->{query} =~ /\$[0-9]/ || holds_token($m->{query}, @known)))
+		{
+			push @callers, $m;
+		}
+		else
+		{
+			push @others, $m;
+		}
+	}
+	return (\@callers, \@others);
+}
+
+sub connect_as
+{
+	my ($node, $user) = @_;
+	return DBI->connect(
+		'dbi:Pg:dbname=postgres;host=' . $node->host . ';port=' . $node->port,
+		$user, '',
+		{ AutoCommit => 1, RaiseError => 1, PrintError => 0, pg_server_prepare => 1 });
+}
+
+sub forged
+{
+	my ($token) = @_;
+	return substr($token, 0, -1) . (substr($token, -1) eq 'A' ? 'B' : 'A');
+}
+
+my $xnode = PostgreSQL::Test::Cluster->new('explain');
+$xnode->init;
+$xnode->append_conf('postgresql.conf',
+	"session_preload_libraries = 'auto_explain'\n$explain_conf");
+$xnode->start;
+
+$xnode->safe_psql('postgres', 'CREATE EXTENSION iapi_tokens_rest CASCADE');
+is($xnode->safe_psql('postgres',
+		"SELECT count(*) > 0 FROM pg_settings WHERE name LIKE 'auto_explain.%';\n"
+		  . "\\set authenticator_password 'not-used-with-trust'\n"
+		  . slurp_file("$FindBin::RealBin/../../rest/roles.sql")),
+	't', 'rest/roles.sql runs in a session with auto_explain loaded');
+$xnode->safe_psql(
+	'postgres', q{
+CREATE ROLE alice NOLOGIN IN ROLE iapi_token_user;
+GRANT alice TO iapi_authenticator;
+CREATE ROLE app LOGIN;
+CREATE ROLE owner LOGIN;
+GRANT EXECUTE ON FUNCTION
+	iapi_tokens.create_access_token(integer, text),
+	iapi_tokens.rotate_access_token(uuid, interval)
+TO owner;
+});
+is($xnode->safe_psql('postgres', 'SHOW auto_explain.log_verbose'), 'on',
+	'auto_explain: loaded in every session');
+
+# --- rest/roles.sql as shipped ----------------------------------------------
+#
+# The authenticator's statements are the caller's own: PostgREST sends
+# request.headers, X-Api-Key included, as a bind parameter, and a service may
+# call verify_token($1) itself.  rest/roles.sql turns auto_explain off for
+# that role, which only a superuser can undo, so that none of its statements
+# reaches the log, while auto_explain goes on logging for other roles.
+sub roles_sql_keeps_tokens_out
+{
+	my ($node, $name) = @_;
+	my $client = { role => 'iapi_source_admin', stitch_client_id => 4243 };
+	my $offset = -s $node->logfile;
+	my @known;
+
+	my $dbh = connect_as($node, 'iapi_authenticator');
+	is($dbh->selectrow_array('SHOW auto_explain.log_min_duration'), '-1',
+		"$name: auto_explain is off for the authenticator");
+	foreach my $sql ('SET auto_explain.log_min_duration = 0',
+		q{SELECT set_config('auto_explain.log_min_duration', '0', false)},
+		'RESET auto_explain.log_min_duration')
+	{
+		my $done = eval { $dbh->do($sql); 1 };
+		ok(!$done && $dbh->state eq '42501',
+			"$name: the authenticator may not undo it: $sql");
+	}
+	is($dbh->selectrow_array('SHOW auto_explain.log_min_duration'), '-1',
+		"$name: auto_explain is still off for the authenticator");
+
+	my $sid = $node->safe_psql('postgres',
+		"SELECT iapi_tokens.create_source('roles_sql_$offset', NULL, 4243)");
+	my $token = $node->safe_psql('postgres',
+		"SELECT access_token FROM iapi_tokens.generate_token($sid)");
+	like($token, $token_re, "$name: a source token");
+	push @known, $token;
+
+	# verify_token($1) and authenticate($1), straight from the authenticator.
+	is($dbh->selectrow_array('SELECT count(*) FROM iapi_tokens.verify_token($1)',
+			undef, $token),
+		1, "$name: verify_token(\$1) as the authenticator");
+	is($dbh->selectrow_array('SELECT count(*) FROM iapi_tokens.verify_token($1)',
+			undef, forged($token)),
+		0, "$name: verify_token(\$1) of a forged token as the authenticator");
+	$dbh->begin_work;
+	is($dbh->selectrow_array('SELECT count(*) FROM iapi_tokens.authenticate($1)',
+			undef, $token),
+		1, "$name: authenticate(\$1) as the authenticator");
+	$dbh->commit;
+	$dbh->disconnect;
+
+	# Requests through PostgREST, with the key in request.headers.
+	my $api = PostgrestReplay->new(
+		host => $node->host,
+		port => $node->port,
+		dbname => 'postgres',
+		user => 'iapi_authenticator');
+	my $res = $api->request(method => 'GET', path => '/rpc/whoami',
+		headers => { 'X-Api-Key' => $token });
+	is($res->{status}, 200, "$name: GET /rpc/whoami with an X-Api-Key");
+	$res = $api->request(method => 'GET', path => '/rpc/whoami',
+		headers => { 'X-Api-Key' => forged($token) });
+	is($res->{status}, 401, "$name: GET /rpc/whoami with a forged X-Api-Key");
+	$res = $api->request(method => 'POST', path => '/rpc/generate_token_v3',
+		claims => $client, body => { source_id => $sid }, headers => { 'X-Api-Key' => $token });
+	is($res->{status}, 200, "$name: POST /rpc/generate_token_v3 with an X-Api-Key");
+	push @known, $res->{json}{access_token} // ();
+	$res = $api->request(method => 'POST', path => '/rpc/create_access_token',
+		claims => { role => 'alice' }, body => { lifetimeSeconds => 60 },
+		headers => { 'X-Api-Key' => $token });
+	is($res->{status}, 201, "$name: POST /rpc/create_access_token with an X-Api-Key");
+	push @known, $res->{json}{tokenValue} // ();
+	$api->dbh->disconnect;
+
+	# Other roles are still explained.
+	$node->safe_psql('postgres', q{SELECT 'other roles are still explained' AS marker});
+
+	my $log = slurp_file($node->logfile, $offset);
+	like($log, qr/Query Text: SELECT 'other roles are still explained' AS marker/,
+		"$name: auto_explain logs the statements of other roles");
+	ok(!holds_token($log, @known), "$name: no token in the log")
+	  or diag(redacted(join('', map { $_->{text} } grep { holds_token($_->{text}, @known) } log_messages($log))));
+	return;
+}
+
+roles_sql_keeps_tokens_out($xnode, 'rest/roles.sql run with auto_explain loaded');
+
+my @x_tokens;    # every plaintext the auto_explain cluster has seen
+
+# --- Every path, with auto_explain logging for every role ------------------
+
+# auto_explain on for PostgREST's authenticator too, without what
+# rest/roles.sql set: the extension's statements must be clean anyway.
+$xnode->safe_psql('postgres',
+	'ALTER ROLE iapi_authenticator RESET auto_explain.log_min_duration');
+my $x_offset = -s $xnode->logfile;
+
+# Core: the functions that return a plaintext.
+my $xs = $xnode->safe_psql('postgres', q{SELECT iapi_tokens.create_source('explained')});
+my ($xt1_id, $xt1) = split /\|/, $xnode->safe_psql('postgres',
+	"SELECT id, access_token FROM iapi_tokens.generate_token($xs, 'explained')");
+my ($xt2_id, $xt2) = split /\|/, $xnode->safe_psql('postgres',
+	"SELECT id, access_token FROM iapi_tokens.rotate_token($xs, $xt1_id, '1 hour')");
+my %x_as_owner = (connstr => $xnode->connstr('postgres') . ' user=owner');
+my ($xp1, $xp1_id) = split /\|/, $xnode->safe_psql('postgres',
+	q{SELECT token_value, token_id FROM iapi_tokens.create_access_token(3600, 'explained')},
+	%x_as_owner);
+my ($xp2) = split /\|/, $xnode->safe_psql('postgres',
+	"SELECT token_value, token_id FROM iapi_tokens.rotate_access_token('$xp1_id', '1 minute')",
+	%x_as_owner);
+like($_, $token_re, 'auto_explain: the core returns a token') foreach ($xt1, $xt2, $xp1, $xp2);
+push @x_tokens, $xt1, $xt2, $xp1, $xp2;
+
+# Core: the functions that take one, good and bad, as a literal of the
+# caller's statement, then as a bind parameter, as a superuser and as an
+# ordinary role.
+my @x_inputs = (
+	[ $xt1, 1 ], [ $xt2, 1 ], [ $xp2, 1 ], [ forged($xt2), 0 ],
+	[ 'iapi_' . ('!' x 39), 0 ]);
+foreach my $input (@x_inputs)
+{
+	my ($token, $rows) = @$input;
+	is($xnode->safe_psql('postgres',
+			"SET iapi_tokens.last_used_interval = 0;\n"
+			  . "SELECT count(*) FROM iapi_tokens.verify_token('$token');"),
+		$rows, "auto_explain: verify_token of a literal: $rows row(s)");
+	is($xnode->safe_psql('postgres',
+			"BEGIN;\nSELECT count(*) FROM iapi_tokens.authenticate('$token');\n"
+			  . "SELECT count(*) FROM iapi_tokens.current_token();\nCOMMIT;"),
+		"$rows\n$rows", "auto_explain: authenticate of a literal: $rows row(s)");
+}
+my $x_superuser = $xnode->safe_psql('postgres', 'SELECT current_user');
+foreach my $user ($x_superuser, 'app')
+{
+	my $dbh = connect_as($xnode, $user);
+	foreach my $input (@x_inputs)
+	{
+		my ($token, $rows) = @$input;
+		is($dbh->selectrow_array('SELECT count(*) FROM iapi_tokens.verify_token($1)',
+				undef, $token),
+			$rows, "auto_explain: verify_token(\$1) as $user: $rows row(s)");
+		$dbh->begin_work;
+		is($dbh->selectrow_array('SELECT count(*) FROM iapi_tokens.authenticate($1)',
+				undef, $token),
+			$rows, "auto_explain: authenticate(\$1) as $user: $rows row(s)");
+		$dbh->commit;
+	}
+	$dbh->disconnect;
+}
+
+# The REST layer, as PostgREST calls it.
+{
+	my $api = PostgrestReplay->new(
+		host => $xnode->host,
+		port => $xnode->port,
+		dbname => 'postgres',
+		user => 'iapi_authenticator');
+	my $client = { role => 'iapi_source_admin', stitch_client_id => 4242 };
+	my $alice = { role => 'alice' };
+	my $res = $api->request(method => 'POST', path => '/rpc/create_source',
+		claims => $client, body => { name => 'explained_http' });
+	is($res->{status}, 201, 'auto_explain: POST /rpc/create_source');
+	my $hsid = $res->{json}{id};
+	$res = $api->request(method => 'POST', path => '/rpc/generate_token',
+		claims => $client, body => { source_id => $hsid });
+	is($res->{status}, 200, 'auto_explain: POST /rpc/generate_token');
+	my $h1 = $res->{json}{access_token};
+	$res = $api->request(method => 'POST', path => '/rpc/generate_token_v3',
+		claims => $client, body => { source_id => $hsid });
+	is($res->{status}, 200, 'auto_explain: POST /rpc/generate_token_v3');
+	my $h2 = $res->{json}{access_token};
+	is(scalar(keys %{ $res->{json}{connection}{properties}{token} }), 2,
+		'auto_explain: generate_token_v3 lists both tokens');
+	my $shown = $res->{json}{connection}{properties}{token};
+	is(scalar(grep { $shown->{$_} eq $h2 } keys %$shown), 1,
+		'auto_explain: generate_token_v3 shows the new token in full');
+	$res = $api->request(method => 'POST', path => '/rpc/create_access_token',
+		claims => $alice, body => { lifetimeSeconds => 600, description => 'explained' });
+	is($res->{status}, 201, 'auto_explain: POST /rpc/create_access_token');
+	my $h3 = $res->{json}{tokenValue};
+	like($_ // '', $token_re, 'auto_explain: the REST layer returns a token') foreach ($h1, $h2, $h3);
+	push @x_tokens, grep { defined } $h1, $h2, $h3;
+	$res = $api->request(method => 'GET', path => '/rpc/list_access_tokens', claims => $alice);
+	is($res->{status}, 200, 'auto_explain: GET /rpc/list_access_tokens');
+
+	foreach my $key ($h1, $h2, $h3, $xp2)
+	{
+		$res = $api->request(method => 'GET', path => '/rpc/whoami',
+			headers => { 'X-Api-Key' => $key });
+		is($res->{status}, 200, 'auto_explain: GET /rpc/whoami with a valid X-Api-Key');
+	}
+	$res = $api->request(method => 'GET', path => '/rpc/whoami',
+		headers => { 'X-Api-Key' => forged($h1) });
+	is($res->{status}, 401, 'auto_explain: GET /rpc/whoami with a forged X-Api-Key');
+	# Read-write: the pre-request also records the use.
+	$res = $api->request(method => 'POST', path => '/rpc/create_source',
+		claims => $client, body => { name => 'explained_http_two' },
+		headers => { 'X-Api-Key' => $h2 });
+	is($res->{status}, 201, 'auto_explain: a POST with an X-Api-Key');
+	$api->dbh->disconnect;
+}
+
+{
+	my $log = slurp_file($xnode->logfile, $x_offset);
+	my @messages = log_messages($log);
+	my ($callers, $others) = token_messages($log, @x_tokens);
+	is(scalar(@$others), 0,
+		'auto_explain: no statement of the extension holds a token')
+	  or diag(redacted(join('', map { $_->{text} } @$others[ 0 .. ($#$others < 4 ? $#$others : 4) ])));
+	# The check can see a token where one is: the caller's own statements
+	# with a bind parameter, here the verify_token($1) calls and PostgREST's
+	# request.headers, are logged with it.
+	ok(scalar(grep { ($_->{query} // '') =~ /verify_token\(\$1\)/ } @$callers),
+		'auto_explain: the caller\'s verify_token($1) is logged with its token (the check sees one)');
+	ok(scalar(grep { ($_->{query} // '') =~ /set_config\('request\.headers', \$6/ } @$callers),
+		'auto_explain: so is PostgREST\'s request.headers, with auto_explain on for its role');
+	# The extension's statements were logged: the check looked at them.
+	foreach my $function ('iapi_rest.authenticate()', 'iapi_rest.generate_token_v3(bigint)',
+		'iapi_rest.create_access_token(integer,text)', 'iapi_tokens.list_token_details(bigint,boolean)')
+	{
+		ok(scalar(grep { $_->{plan} && $_->{context} && $_->{text} =~ /PL\/pgSQL function \Q$function\E line/ } @messages),
+			"auto_explain: the statements of $function are logged");
+	}
+	ok(scalar(grep { $_->{plan} && $_->{context} && ($_->{query} // '') =~ /^UPDATE iapi_tokens\.tokens SET last_used_at/ } @messages),
+		'auto_explain: so is verify_token\'s record of a use');
+}
+
+$xnode->stop;
+
+# rest/roles.sql run before auto_explain is loaded at all, which is loaded
+# afterwards, this time in shared_preload_libraries.
+{
+	my $ynode = PostgreSQL::Test::Cluster->new('explain_late');
+	$ynode->init;
+	$ynode->append_conf('postgresql.conf', "log_statement = none\nlog_line_prefix = '%m [%p] '\n");
+	$ynode->start;
+	$ynode->safe_psql('postgres', 'CREATE EXTENSION iapi_tokens_rest CASCADE');
+	is($ynode->safe_psql('postgres',
+			"SELECT count(*) FROM pg_settings WHERE name LIKE 'auto_explain.%';\n"
+			  . "\\set authenticator_password 'not-used-with-trust'\n"
+			  . slurp_file("$FindBin::RealBin/../../rest/roles.sql")),
+		'0', 'rest/roles.sql runs in a session without auto_explain');
+	$ynode->safe_psql('postgres', q{
+CREATE ROLE alice NOLOGIN IN ROLE iapi_token_user;
+GRANT alice TO iapi_authenticator;
+});
+	$ynode->append_conf('postgresql.conf',
+		"shared_preload_libraries = 'auto_explain'\n$explain_conf");
+	$ynode->restart;
+	roles_sql_keeps_tokens_out($ynode, 'rest/roles.sql run before auto_explain was loaded');
+	$ynode->stop;
+}
 
 done_testing();
