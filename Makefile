@@ -43,7 +43,8 @@ REGRESS_OPTS = --inputdir=. --load-extension=pgcrypto
 # pg_isolation_regress reads test/specs/<spec>.spec and test/expected/<spec>.out.
 ISOLATION = cap_read_committed cap_repeatable_read cap_serializable \
 	cap_direct_dml revoke_verify revoke_generate last_used_conflict \
-	verify_invalidation rotate_generate owner_limit lock_order
+	verify_invalidation rotate_generate owner_limit lock_order \
+	source_delete_generate
 ISOLATION_OPTS = --inputdir=test --load-extension=iapi_tokens
 
 # TAP tests start their own clusters, which PostgreSQL refuses to do as root,
