@@ -1547,6 +1547,24 @@ COMMENT ON FUNCTION iapi_tokens.set_owner_limit(regrole, integer) IS
 -- PUBLIC gets exactly the documented functions.
 -- ---------------------------------------------------------------------------
 
+-- Who holds a grant in acl besides the owner, PUBLIC always included (a
+-- NULL ACL is the default one, which may give PUBLIC some right).
+CREATE FUNCTION iapi_tokens_internal.grantees(acl aclitem[], owner oid)
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT 'PUBLIC'
+	UNION
+	SELECT pg_catalog.quote_ident(r.rolname)
+	  FROM pg_catalog.aclexplode(acl) a
+	  JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+	 WHERE a.grantee <> owner;
+END;
+
+COMMENT ON FUNCTION iapi_tokens_internal.grantees(aclitem[], oid) IS
+	'The roles an ACL grants anything to, but its owner, and PUBLIC';
+
 -- Used by this script and the update scripts, on the objects they create.
 CREATE FUNCTION iapi_tokens_internal.revoke_all_grants(
 	relations regclass[],
@@ -1562,36 +1580,19 @@ BEGIN
 	FOR stmt IN
 		SELECT pg_catalog.format('REVOKE ALL ON %s %s FROM %s',
 					CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
-					c.oid::regclass, g.grantee)
+					c.oid::regclass, g)
 		  FROM pg_catalog.pg_class c,
-			   LATERAL (SELECT 'PUBLIC'
-						UNION
-						SELECT pg_catalog.quote_ident(r.rolname)
-						  FROM pg_catalog.aclexplode(c.relacl) a
-						  JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
-						 WHERE a.grantee <> c.relowner) g(grantee)
+			   iapi_tokens_internal.grantees(c.relacl, c.relowner) g
 		 WHERE c.oid = ANY (revoke_all_grants.relations)
 		UNION ALL
-		SELECT pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %s',
-					p.oid::regprocedure, g.grantee)
+		SELECT pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %s', p.oid::regprocedure, g)
 		  FROM pg_catalog.pg_proc p,
-			   LATERAL (SELECT 'PUBLIC'
-						UNION
-						SELECT pg_catalog.quote_ident(r.rolname)
-						  FROM pg_catalog.aclexplode(p.proacl) a
-						  JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
-						 WHERE a.grantee <> p.proowner) g(grantee)
+			   iapi_tokens_internal.grantees(p.proacl, p.proowner) g
 		 WHERE p.oid = ANY (revoke_all_grants.functions)
 		UNION ALL
-		SELECT pg_catalog.format('REVOKE ALL ON SCHEMA %s FROM %s',
-					n.oid::regnamespace, g.grantee)
+		SELECT pg_catalog.format('REVOKE ALL ON SCHEMA %s FROM %s', n.oid::regnamespace, g)
 		  FROM pg_catalog.pg_namespace n,
-			   LATERAL (SELECT 'PUBLIC'
-						UNION
-						SELECT pg_catalog.quote_ident(r.rolname)
-						  FROM pg_catalog.aclexplode(n.nspacl) a
-						  JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
-						 WHERE a.grantee <> n.nspowner) g(grantee)
+			   iapi_tokens_internal.grantees(n.nspacl, n.nspowner) g
 		 WHERE n.oid = ANY (revoke_all_grants.schemas)
 	LOOP
 		EXECUTE stmt;
