@@ -753,14 +753,14 @@ CREATE FUNCTION iapi_tokens_internal.grantees(acl aclitem[], owner oid)
 RETURNS SETOF text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
+AS $$
 	SELECT 'PUBLIC'
 	UNION
 	SELECT pg_catalog.quote_ident(r.rolname)
 	  FROM pg_catalog.aclexplode(acl) a
 	  JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
-	 WHERE a.grantee <> owner;
-END;
+	 WHERE a.grantee <> owner
+$$;
 
 COMMENT ON FUNCTION iapi_tokens_internal.grantees(aclitem[], oid) IS
 	'The roles an ACL grants anything to, but its owner, and PUBLIC';
