@@ -58,6 +58,7 @@ for my $mode ('--copy', '--link')
 	$old->safe_psql('postgres', 'CREATE ROLE regress_owner');
 	$old->safe_psql('postgres', 'CREATE DATABASE app');
 	$old->safe_psql('app', 'CREATE EXTENSION iapi_tokens');
+	$old->safe_psql('app', 'CREATE EXTENSION iapi_tokens_rest');
 
 	# Tokens of both families in every state: active, revoked, rotated in
 	# their grace period; a full source; a per-role limit; the audit trail.
@@ -114,6 +115,14 @@ for my $mode ('--copy', '--link')
 		$wrong++ if $n ne ($valid eq 'true' ? '1' : '0');
 	}
 	is($wrong, 0, "$mode: every token verifies as before (" . scalar(@valid) . ' of them)');
+
+	is($new->safe_psql('app',
+			q{SELECT extversion FROM pg_extension WHERE extname = 'iapi_tokens_rest'}),
+		$new->safe_psql('postgres',
+			q{SELECT default_version FROM pg_available_extensions WHERE name = 'iapi_tokens_rest'}),
+		"$mode: the REST layer came along at its version");
+	is($new->safe_psql('app', q{SELECT iapi_rest_internal.iso8601_ms('2026-01-02 03:04:05.678+00')}),
+		'2026-01-02T03:04:05.678Z', "$mode: and its functions run");
 
 	my ($ret, $out, $err) = $new->psql('app',
 		q{SELECT * FROM iapi_tokens.generate_token((SELECT id FROM iapi_tokens.sources WHERE name = 'full'))});
