@@ -144,6 +144,22 @@ SELECT token_id = :t3 AS authenticates FROM iapi_tokens.authenticate(:'tok3');
 SELECT token_id = :t3 AS current FROM iapi_tokens.current_token();
 COMMIT;
 
+-- The 1.3 library serves 1.2's personal tokens until the update: its
+-- statements take 1.2's function names, and 1.2's trigger reads the limit.
+CREATE ROLE regress_iapi_p12;
+GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text),
+	iapi_tokens.rotate_access_token(uuid, interval) TO regress_iapi_p12;
+SET iapi_tokens.max_tokens_per_owner = 2;
+SET ROLE regress_iapi_p12;
+SELECT token_id AS p1 FROM iapi_tokens.create_access_token(60, 'p1') \gset
+SELECT count(*) AS rotated FROM iapi_tokens.rotate_access_token(:'p1', '1 minute');
+SELECT count(*) FROM iapi_tokens.create_access_token(60, 'over the limit');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+RESET iapi_tokens.max_tokens_per_owner;
+SELECT action, count(*) FROM iapi_tokens.audit
+ WHERE owner_role = 'regress_iapi_p12' GROUP BY action ORDER BY action;
+
 -- 1.2 -> 1.3: the helpers leave the public schema, and per-role limits
 -- arrive.  The tokens still verify, and the users' grants stay.
 ALTER EXTENSION iapi_tokens UPDATE TO '1.3';
@@ -154,7 +170,9 @@ SELECT has_function_privilege('regress_iapi_app', 'iapi_tokens.revoke_token(bigi
 SELECT id AS t4 FROM iapi_tokens.rotate_token(:sid, :t3) \gset
 SELECT action, token_id = :t4 AS is_new FROM iapi_tokens.audit ORDER BY id DESC LIMIT 2;
 
--- Apart from that grant, the updated catalog is the fresh one.
+-- Apart from those grants, the updated catalog is the fresh one.
+REVOKE EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text),
+	iapi_tokens.rotate_access_token(uuid, interval) FROM regress_iapi_p12;
 REVOKE EXECUTE ON FUNCTION iapi_tokens.revoke_token(bigint, bigint) FROM regress_iapi_app;
 GRANT EXECUTE ON FUNCTION iapi_tokens.verify_token(text) TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION iapi_tokens.verify_token(text) FROM regress_iapi_app;
@@ -167,3 +185,4 @@ DROP EXTENSION iapi_tokens;
 DROP FUNCTION public.iapi_fingerprint();
 DROP FUNCTION public.iapi_acl(aclitem[], "char", oid);
 DROP ROLE regress_iapi_app;
+DROP ROLE regress_iapi_p12;
