@@ -18,7 +18,8 @@ OBJS = \
 	src/access_tokens.o \
 	src/saved_plan.o \
 	src/verify.o \
-	src/current_token.o
+	src/current_token.o \
+	src/leaked.o
 
 # sql/iapi_tokens.sql and sql/iapi_tokens_rest.sql are the full install
 # scripts of the current versions, installed under their versioned names:
@@ -36,7 +37,7 @@ DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql \
 # pg_regress reads sql/<test>.sql and expected/<test>.out from the top level;
 # the install script sql/iapi_tokens--*.sql is never named as a test.
 REGRESS = format lifecycle expiry last_used errors guc_bounds privileges catalog \
-	access_tokens owner_limits rotation purge_audit current_token bulk_load \
+	access_tokens owner_limits rotation purge_audit current_token bulk_load leaks \
 	upgrade rest_catalog
 REGRESS_OPTS = --inputdir=. --load-extension=pgcrypto
 

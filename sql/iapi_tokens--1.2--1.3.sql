@@ -60,6 +60,21 @@ ALTER TABLE iapi_tokens.tokens DROP CONSTRAINT tokens_source_id_fkey;
 COMMENT ON COLUMN iapi_tokens.tokens.source_id IS
 	'The Import API source of a source token; NULL for a personal token.  Triggers, not a foreign key, keep it pointing at a source, so that a parallel restore may load tokens before sources';
 
+-- Why a token was revoked, where it says more than revoked_at: a leak.
+ALTER TABLE iapi_tokens.tokens
+	ADD COLUMN revoked_reason text,
+	ADD CONSTRAINT tokens_revoked_reason_check
+		CHECK (revoked_reason IS NULL OR (revoked_reason = 'leaked' AND revoked_at IS NOT NULL));
+COMMENT ON COLUMN iapi_tokens.tokens.revoked_reason IS
+	'Why the token was revoked, where it says more than revoked_at: leaked (reported by revoke_leaked)';
+
+ALTER TABLE iapi_tokens.audit
+	DROP CONSTRAINT audit_action_check,
+	ADD CONSTRAINT audit_action_check
+		CHECK (action IN ('create', 'rotate', 'revoke', 'delete', 'purge', 'modify', 'leaked'));
+COMMENT ON COLUMN iapi_tokens.audit.action IS
+	'create, rotate (the replaced token), revoke (a source token), delete (a personal token), leaked (revoked by revoke_leaked), purge (row removed), modify (any other change, by direct DML)';
+
 -- ---------------------------------------------------------------------------
 -- The helpers, created anew in iapi_tokens_internal.  Nothing but the
 -- triggers depends on the old ones.
@@ -336,7 +351,9 @@ BEGIN
 												'expires_at', NEW.expires_at,
 												'revoked_at', NEW.revoked_at);
 		ELSIF OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL THEN
-			event := CASE WHEN NEW.owner_role IS NULL THEN 'revoke' ELSE 'delete' END;
+			event := CASE WHEN NEW.revoked_reason = 'leaked' THEN 'leaked'
+						  WHEN NEW.owner_role IS NULL THEN 'revoke'
+						  ELSE 'delete' END;
 		ELSE
 			event := 'modify';
 			event_details := jsonb_build_object(
@@ -747,6 +764,24 @@ $$;
 COMMENT ON FUNCTION iapi_tokens_internal.rotate_source_token(bigint, bigint, interval, bytea, text, timestamptz) IS
 	'Rotates a source token minted by rotate_token';
 
+-- The hashes of reported tokens, from revoke_leaked(): the plaintexts never
+-- reach a statement.  Revokes the active ones, of either family.
+CREATE FUNCTION iapi_tokens_internal.revoke_leaked_hashes(hashes bytea[])
+RETURNS SETOF bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	UPDATE iapi_tokens.tokens t
+	   SET revoked_at = clock_timestamp(), revoked_reason = 'leaked'
+	 WHERE t.token_hash = ANY (hashes)
+	   AND t.revoked_at IS NULL
+	   AND (t.expires_at IS NULL OR t.expires_at > clock_timestamp())
+	RETURNING t.id
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.revoke_leaked_hashes(bytea[]) IS
+	'Revokes the active tokens with these hashes, as leaked; returns their ids';
+
 -- Who holds a grant in acl besides the owner, PUBLIC always included (a
 -- NULL ACL is the default one, which may give PUBLIC some right).
 CREATE FUNCTION iapi_tokens_internal.grantees(acl aclitem[], owner oid)
@@ -1116,6 +1151,50 @@ $$;
 COMMENT ON FUNCTION iapi_tokens.check_tokens() IS
 	'Admin: what breaks the stored rules (a token without its source, a source or owner over its maximum); no row when all is well.  Run it after loading data with COPY, which takes rows as they are';
 
+-- Like verify_token: no error for any input, nothing about which inputs
+-- were tokens beyond the count.
+CREATE FUNCTION iapi_tokens.revoke_leaked(tokens text[])
+RETURNS integer
+AS 'MODULE_PATHNAME', 'iapi_tokens_revoke_leaked'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION iapi_tokens.revoke_leaked(text[]) IS
+	'For secret scanners: revokes every active token, of either family and any owner, among the plaintexts given (at most 1000) and returns how many; NULL when given more; never an error';
+
+CREATE FUNCTION iapi_tokens.expiring_tokens(within interval)
+RETURNS TABLE (
+	token_id bigint,
+	access_token_id uuid,
+	source_id bigint,
+	owner regrole,
+	description text,
+	expires_at timestamptz)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF expiring_tokens.within IS NULL THEN
+		RAISE EXCEPTION 'within must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF expiring_tokens.within < interval '0' THEN
+		RAISE EXCEPTION 'within must not be negative'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('within was "%s".', expiring_tokens.within);
+	END IF;
+	RETURN QUERY
+		SELECT t.id, t.token_uuid, t.source_id, t.owner_role, t.description, t.expires_at
+		  FROM iapi_tokens.tokens t
+		 WHERE t.revoked_at IS NULL
+		   AND t.expires_at > statement_timestamp()
+		   AND t.expires_at <= statement_timestamp() + expiring_tokens.within
+		 ORDER BY t.expires_at, t.id;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens.expiring_tokens(interval) IS
+	'Admin: the active tokens of both families that expire within the interval, soonest first';
+
 -- ---------------------------------------------------------------------------
 -- Privileges of what this update created; users' grants on the rest stay.
 -- ---------------------------------------------------------------------------
@@ -1125,5 +1204,7 @@ SELECT iapi_tokens_internal.revoke_all_grants(
 	ARRAY(SELECT p.oid FROM pg_catalog.pg_proc p
 		   WHERE p.pronamespace = 'iapi_tokens_internal'::regnamespace)::regprocedure[]
 		|| 'iapi_tokens.set_owner_limit(regrole, integer)'::regprocedure
-		|| 'iapi_tokens.check_tokens()'::regprocedure,
+		|| 'iapi_tokens.check_tokens()'::regprocedure
+		|| 'iapi_tokens.revoke_leaked(text[])'::regprocedure
+		|| 'iapi_tokens.expiring_tokens(interval)'::regprocedure,
 	ARRAY['iapi_tokens_internal']::regnamespace[]);

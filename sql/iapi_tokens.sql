@@ -65,6 +65,7 @@ CREATE TABLE iapi_tokens.tokens (
 	owner_role regrole,
 	token_uuid uuid,
 	replaced_by bigint,
+	revoked_reason text,
 	CONSTRAINT tokens_pkey PRIMARY KEY (id),
 	CONSTRAINT tokens_token_hash_key UNIQUE (token_hash),
 	CONSTRAINT tokens_token_hash_check
@@ -75,7 +76,9 @@ CREATE TABLE iapi_tokens.tokens (
 	CONSTRAINT tokens_family_check
 		CHECK ((source_id IS NULL) <> (owner_role IS NULL)),
 	CONSTRAINT tokens_token_uuid_check
-		CHECK ((owner_role IS NULL) = (token_uuid IS NULL))
+		CHECK ((owner_role IS NULL) = (token_uuid IS NULL)),
+	CONSTRAINT tokens_revoked_reason_check
+		CHECK (revoked_reason IS NULL OR (revoked_reason = 'leaked' AND revoked_at IS NOT NULL))
 ) WITH (fillfactor = 90);	-- room for HOT updates of last_used_at
 ALTER SEQUENCE iapi_tokens.token_id_seq OWNED BY iapi_tokens.tokens.id;
 
@@ -99,6 +102,8 @@ COMMENT ON COLUMN iapi_tokens.tokens.token_uuid IS
 	'The public id (tokenId) of a personal token';
 COMMENT ON COLUMN iapi_tokens.tokens.replaced_by IS
 	'Set by a rotation: the id of the token that replaced this one';
+COMMENT ON COLUMN iapi_tokens.tokens.revoked_reason IS
+	'Why the token was revoked, where it says more than revoked_at: leaked (reported by revoke_leaked)';
 COMMENT ON COLUMN iapi_tokens.tokens.token_hash IS
 	'SHA-256 of the whole token string; the token itself is never stored';
 COMMENT ON COLUMN iapi_tokens.tokens.display_prefix IS
@@ -143,7 +148,7 @@ CREATE TABLE iapi_tokens.audit (
 	details jsonb NOT NULL DEFAULT '{}',
 	CONSTRAINT audit_pkey PRIMARY KEY (id),
 	CONSTRAINT audit_action_check
-		CHECK (action IN ('create', 'rotate', 'revoke', 'delete', 'purge', 'modify'))
+		CHECK (action IN ('create', 'rotate', 'revoke', 'delete', 'purge', 'modify', 'leaked'))
 );
 ALTER SEQUENCE iapi_tokens.audit_id_seq OWNED BY iapi_tokens.audit.id;
 CREATE INDEX audit_token_idx ON iapi_tokens.audit (token_id);
@@ -151,7 +156,7 @@ CREATE INDEX audit_token_idx ON iapi_tokens.audit (token_id);
 COMMENT ON TABLE iapi_tokens.audit IS
 	'Append-only trail of token events; it never holds a token or a token hash';
 COMMENT ON COLUMN iapi_tokens.audit.action IS
-	'create, rotate (the replaced token), revoke (a source token), delete (a personal token), purge (row removed), modify (any other change, by direct DML)';
+	'create, rotate (the replaced token), revoke (a source token), delete (a personal token), leaked (revoked by revoke_leaked), purge (row removed), modify (any other change, by direct DML)';
 COMMENT ON COLUMN iapi_tokens.audit.owner_role IS
 	'The owner of a personal token, by name at the time of the event';
 COMMENT ON COLUMN iapi_tokens.audit.acting_role IS
@@ -566,7 +571,9 @@ BEGIN
 												'expires_at', NEW.expires_at,
 												'revoked_at', NEW.revoked_at);
 		ELSIF OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL THEN
-			event := CASE WHEN NEW.owner_role IS NULL THEN 'revoke' ELSE 'delete' END;
+			event := CASE WHEN NEW.revoked_reason = 'leaked' THEN 'leaked'
+						  WHEN NEW.owner_role IS NULL THEN 'revoke'
+						  ELSE 'delete' END;
 		ELSE
 			event := 'modify';
 			event_details := jsonb_build_object(
@@ -1423,6 +1430,72 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION iapi_tokens.rotate_token(bigint, bigint, interval) IS
 	'Replaces a source token with a new one in one transaction; the old one is revoked at once, or expires after grace (which counts against the cap)';
 
+
+-- ---------------------------------------------------------------------------
+-- Leaks and expiry
+-- ---------------------------------------------------------------------------
+
+-- The hashes of reported tokens, from revoke_leaked(): the plaintexts never
+-- reach a statement.  Revokes the active ones, of either family.
+CREATE FUNCTION iapi_tokens_internal.revoke_leaked_hashes(hashes bytea[])
+RETURNS SETOF bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	UPDATE iapi_tokens.tokens t
+	   SET revoked_at = clock_timestamp(), revoked_reason = 'leaked'
+	 WHERE t.token_hash = ANY (hashes)
+	   AND t.revoked_at IS NULL
+	   AND (t.expires_at IS NULL OR t.expires_at > clock_timestamp())
+	RETURNING t.id
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.revoke_leaked_hashes(bytea[]) IS
+	'Revokes the active tokens with these hashes, as leaked; returns their ids';
+
+-- Like verify_token: no error for any input, nothing about which inputs
+-- were tokens beyond the count.
+CREATE FUNCTION iapi_tokens.revoke_leaked(tokens text[])
+RETURNS integer
+AS 'MODULE_PATHNAME', 'iapi_tokens_revoke_leaked'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION iapi_tokens.revoke_leaked(text[]) IS
+	'For secret scanners: revokes every active token, of either family and any owner, among the plaintexts given (at most 1000) and returns how many; NULL when given more; never an error';
+
+CREATE FUNCTION iapi_tokens.expiring_tokens(within interval)
+RETURNS TABLE (
+	token_id bigint,
+	access_token_id uuid,
+	source_id bigint,
+	owner regrole,
+	description text,
+	expires_at timestamptz)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF expiring_tokens.within IS NULL THEN
+		RAISE EXCEPTION 'within must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF expiring_tokens.within < interval '0' THEN
+		RAISE EXCEPTION 'within must not be negative'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('within was "%s".', expiring_tokens.within);
+	END IF;
+	RETURN QUERY
+		SELECT t.id, t.token_uuid, t.source_id, t.owner_role, t.description, t.expires_at
+		  FROM iapi_tokens.tokens t
+		 WHERE t.revoked_at IS NULL
+		   AND t.expires_at > statement_timestamp()
+		   AND t.expires_at <= statement_timestamp() + expiring_tokens.within
+		 ORDER BY t.expires_at, t.id;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens.expiring_tokens(interval) IS
+	'Admin: the active tokens of both families that expire within the interval, soonest first';
 
 -- ---------------------------------------------------------------------------
 -- The whole, checked once a bulk load is complete

@@ -54,6 +54,10 @@ owner_statement_plan(OwnerStatement *stmt)
 	bool		current = OidIsValid(get_namespace_oid("iapi_tokens_internal", true));
 	const char *sql = current ? stmt->sql : stmt->sql_1_2;
 
+	/* Only 1.3 declares the functions whose statements have no 1.2 form. */
+	if (sql == NULL)
+		elog(ERROR, "%s needs iapi_tokens 1.3 or later", stmt->what);
+
 	return iapi_saved_plan(&stmt->plans[current ? 1 : 0], sql, stmt->nargs,
 						   stmt->argtypes, stmt->what);
 }

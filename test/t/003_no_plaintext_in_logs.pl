@@ -379,6 +379,19 @@ fails(qq{SET iapi_tokens.max_tokens_per_owner = 1;
 is($node->safe_psql('postgres', 'SELECT iapi_tokens.purge_tokens(\'0\') > 0'),
 	't', 'purge_tokens deletes the revoked tokens');
 
+# revoke_leaked: a reported token, valid or not, reaches no log either.  Its
+# plaintexts never reach a statement; only their hashes do.
+{
+	my $leak_src = $node->safe_psql('postgres', q{SELECT iapi_tokens.create_source('leak_src')});
+	my ($leak_id, $leaked) = generate($leak_src);
+	(my $never_made = $leaked) =~ s/^(iapi_)(.)/$1 . ($2 eq 'A' ? 'B' : 'A')/e;
+	my ($ret, $stdout, $stderr) = $node->psql('postgres',
+		"SELECT iapi_tokens.revoke_leaked(ARRAY['$leaked', '$never_made', 'junk'])");
+	is($stdout, '1', 'revoke_leaked revokes the one real token among three');
+	is($stderr, '', 'revoke_leaked raises nothing');
+	verify_count($leaked, 'a leaked token', '0', 1);
+}
+
 # The audit trail holds nothing token-shaped either.
 unlike($node->safe_psql('postgres', 'SELECT string_agg(a::text, E\'\n\') FROM iapi_tokens.audit a'),
 	qr/(?:iapi|logtest)_[0-9A-Za-z]{20,}/,
@@ -403,7 +416,7 @@ like($log, qr/DEBUG:  /, 'the log has debug messages');
 like($log, qr/connection authorized: user=app/, 'the log has connections');
 unlike($log, qr/LOG:  (?:00000: )?statement: /, 'statements are not logged');
 
-is(scalar(@tokens), 13, 'thirteen plaintext tokens were seen');
+is(scalar(@tokens), 14, 'fourteen plaintext tokens were seen');
 my %seen;
 foreach my $token (grep { !$seen{$_}++ } @tokens)
 {
