@@ -45,7 +45,7 @@ REGRESS_OPTS = --inputdir=. --load-extension=pgcrypto
 ISOLATION = cap_read_committed cap_repeatable_read cap_serializable \
 	cap_direct_dml revoke_verify revoke_generate last_used_conflict \
 	verify_invalidation rotate_generate owner_limit lock_order \
-	source_delete_generate
+	source_delete_generate leaked_rotate
 ISOLATION_OPTS = --inputdir=test --load-extension=iapi_tokens
 
 # TAP tests start their own clusters, which PostgreSQL refuses to do as root,
