@@ -19,7 +19,9 @@ OBJS = \
 	src/saved_plan.o \
 	src/verify.o \
 	src/current_token.o \
-	src/leaked.o
+	src/leaked.o \
+	src/usage.o \
+	src/usage_worker.o
 
 # sql/iapi_tokens.sql and sql/iapi_tokens_rest.sql are the full install
 # scripts of the current versions, installed under their versioned names:
@@ -32,7 +34,9 @@ REST_EXTVERSION = $(call default_version,iapi_tokens_rest)
 DATA_built = sql/iapi_tokens--$(EXTVERSION).sql sql/iapi_tokens_rest--$(REST_EXTVERSION).sql
 DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql \
 	sql/iapi_tokens--1.1--1.2.sql sql/iapi_tokens--1.2--1.3.sql \
-	sql/iapi_tokens_rest--1.0.sql sql/iapi_tokens_rest--1.0--1.1.sql
+	sql/iapi_tokens--1.3--1.4.sql \
+	sql/iapi_tokens_rest--1.0.sql sql/iapi_tokens_rest--1.0--1.1.sql \
+	sql/iapi_tokens_rest--1.1--1.2.sql
 
 # pg_regress reads sql/<test>.sql and expected/<test>.out from the top level;
 # the install script sql/iapi_tokens--*.sql is never named as a test.
@@ -54,7 +58,9 @@ PROVE_TESTS = test/t/*.pl
 
 # -isystem keeps -Wextra on our code but off PostgreSQL's own headers, some of
 # which have unused parameters in inline functions.
-PG_CPPFLAGS += -isystem $(shell $(PG_CONFIG) --includedir-server)
+PG_CPPFLAGS += -isystem $(shell $(PG_CONFIG) --includedir-server) -I$(libpq_srcdir)
+# A hot standby's flush worker forwards token uses to the primary with libpq.
+SHLIB_LINK_INTERNAL = $(libpq)
 PG_CFLAGS += -Wall -Wextra -Wmissing-prototypes
 ifdef WERROR
 PG_CFLAGS += -Werror

@@ -66,6 +66,7 @@ CREATE TABLE iapi_tokens.tokens (
 	token_uuid uuid,
 	replaced_by bigint,
 	revoked_reason text,
+	use_count bigint NOT NULL DEFAULT 0,
 	CONSTRAINT tokens_pkey PRIMARY KEY (id),
 	CONSTRAINT tokens_token_hash_key UNIQUE (token_hash),
 	CONSTRAINT tokens_token_hash_check
@@ -109,7 +110,9 @@ COMMENT ON COLUMN iapi_tokens.tokens.token_hash IS
 COMMENT ON COLUMN iapi_tokens.tokens.display_prefix IS
 	'The token prefix and the first 4 random characters: enough to tell tokens apart, not enough to guess one';
 COMMENT ON COLUMN iapi_tokens.tokens.last_used_at IS
-	'Last successful verification, recorded at most once per iapi_tokens.last_used_interval';
+	'Last successful verification, as of the last usage flush (iapi_tokens.usage_flush_interval); without shared_preload_libraries, written at most once per iapi_tokens.last_used_interval';
+COMMENT ON COLUMN iapi_tokens.tokens.use_count IS
+	'Successful verifications applied so far by usage flushes (without shared_preload_libraries: the last_used_at writes)';
 COMMENT ON COLUMN iapi_tokens.sources.token_changes IS
 	'Count of token inserts and reactivations; its update serializes the two-token cap';
 
@@ -880,7 +883,8 @@ RETURNS TABLE (
 	expires_at timestamptz,
 	last_used_at timestamptz,
 	revoked_at timestamptz,
-	status text)
+	status text,
+	use_count bigint)
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -888,7 +892,7 @@ BEGIN
 	PERFORM iapi_tokens_internal.require_source(list_token_details.source_id);
 	RETURN QUERY
 		SELECT t.id, t.display_prefix, t.description, t.created_at,
-			   t.expires_at, t.last_used_at, t.revoked_at, v.status
+			   t.expires_at, t.last_used_at, t.revoked_at, v.status, t.use_count
 		  FROM iapi_tokens.tokens t,
 			   LATERAL (SELECT CASE
 						WHEN t.revoked_at IS NOT NULL THEN 'revoked'
@@ -901,7 +905,7 @@ END
 $$;
 
 COMMENT ON FUNCTION iapi_tokens.list_token_details(bigint, boolean) IS
-	'A source''s tokens with prefix, description, expiry, last use and status, newest first';
+	'A source''s tokens with prefix, description, expiry, last use, status and use count, newest first';
 
 CREATE FUNCTION iapi_tokens.revoke_token(source_id bigint, token_id bigint)
 RETURNS jsonb
@@ -968,11 +972,17 @@ COMMENT ON FUNCTION iapi_tokens_internal.as_personal_token(iapi_tokens.tokens) I
 	'A personal token''s row as the interface returns it';
 
 CREATE FUNCTION iapi_tokens_internal.personal_tokens_of(owner regrole)
-RETURNS SETOF iapi_tokens.personal_token
+RETURNS TABLE (
+	token_id uuid,
+	description text,
+	expired_at timestamptz,
+	last_used timestamptz,
+	created_at timestamptz,
+	use_count bigint)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-	SELECT (iapi_tokens_internal.as_personal_token(t)).*
+	SELECT (iapi_tokens_internal.as_personal_token(t)).*, t.use_count
 	  FROM iapi_tokens.tokens t
 	 WHERE t.owner_role = $1 AND t.revoked_at IS NULL
 	 ORDER BY t.id DESC;
@@ -982,7 +992,13 @@ COMMENT ON FUNCTION iapi_tokens_internal.personal_tokens_of(regrole) IS
 	'A role''s personal tokens that are not deleted, newest first';
 
 CREATE FUNCTION iapi_tokens_internal.personal_token_of(owner regrole, access_token_id uuid)
-RETURNS SETOF iapi_tokens.personal_token
+RETURNS TABLE (
+	token_id uuid,
+	description text,
+	expired_at timestamptz,
+	last_used timestamptz,
+	created_at timestamptz,
+	use_count bigint)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -992,7 +1008,7 @@ BEGIN
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	RETURN QUERY
-		SELECT (iapi_tokens_internal.as_personal_token(t)).*
+		SELECT (iapi_tokens_internal.as_personal_token(t)).*, t.use_count
 		  FROM iapi_tokens.tokens t
 		 WHERE t.token_uuid = personal_token_of.access_token_id
 		   AND t.owner_role = personal_token_of.owner
@@ -1283,7 +1299,8 @@ RETURNS TABLE (
 	description text,
 	expired_at timestamptz,
 	last_used timestamptz,
-	created_at timestamptz)
+	created_at timestamptz,
+	use_count bigint)
 AS 'MODULE_PATHNAME', 'iapi_tokens_list_access_tokens'
 LANGUAGE C STABLE PARALLEL UNSAFE;
 
@@ -1296,7 +1313,8 @@ RETURNS TABLE (
 	description text,
 	expired_at timestamptz,
 	last_used timestamptz,
-	created_at timestamptz)
+	created_at timestamptz,
+	use_count bigint)
 AS 'MODULE_PATHNAME', 'iapi_tokens_get_access_token'
 LANGUAGE C STABLE PARALLEL UNSAFE;
 
@@ -1336,12 +1354,13 @@ RETURNS TABLE (
 	description text,
 	expired_at timestamptz,
 	last_used timestamptz,
-	created_at timestamptz)
+	created_at timestamptz,
+	use_count bigint)
 LANGUAGE sql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
 	SELECT t.token_uuid, t.owner_role, t.description, t.expires_at,
-		   t.last_used_at, t.created_at
+		   t.last_used_at, t.created_at, t.use_count
 	  FROM iapi_tokens.tokens t
 	 WHERE t.owner_role IS NOT NULL AND t.revoked_at IS NULL
 	 ORDER BY t.id DESC;
@@ -1582,6 +1601,102 @@ COMMENT ON FUNCTION iapi_tokens.purge_tokens(interval) IS
 	'Deletes tokens revoked or expired longer ago than older_than and returns how many, never an active token; first revokes the tokens of dropped roles';
 
 -- ---------------------------------------------------------------------------
+-- Token use.  With shared_preload_libraries = 'iapi_tokens', verification
+-- records use in shared memory and a background worker applies it here,
+-- in batches: on a primary itself, from a hot standby through a role
+-- granted only this function.
+-- ---------------------------------------------------------------------------
+
+-- Only last_used_at and use_count change, which no trigger watches and no
+-- index holds (HOT).  Rows locked by a revocation are skipped, never waited
+-- for, and reported back so that the caller retries them.  Tokens gone
+-- since are ignored; a revoked one still gets its use, which happened.
+CREATE FUNCTION iapi_tokens.apply_usage(
+	token_ids bigint[],
+	used_at timestamptz[],
+	use_counts bigint[])
+RETURNS TABLE (applied_uses bigint, skipped_token_ids bigint[])
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	batch_size integer := cardinality(apply_usage.token_ids);
+BEGIN
+	IF apply_usage.token_ids IS NULL OR apply_usage.used_at IS NULL
+		OR apply_usage.use_counts IS NULL THEN
+		RAISE EXCEPTION 'token_ids, used_at and use_counts must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF cardinality(apply_usage.used_at) <> batch_size
+		OR cardinality(apply_usage.use_counts) <> batch_size THEN
+		RAISE EXCEPTION 'token_ids, used_at and use_counts must have the same length'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('Their lengths were %s, %s and %s.', batch_size,
+								  cardinality(apply_usage.used_at),
+								  cardinality(apply_usage.use_counts));
+	END IF;
+	IF batch_size > 10000 THEN
+		RAISE EXCEPTION 'too many token uses in one batch: %', batch_size
+			USING ERRCODE = 'program_limit_exceeded',
+				  DETAIL = 'A batch holds at most 10000 tokens.';
+	END IF;
+	IF EXISTS (SELECT FROM unnest(apply_usage.token_ids, apply_usage.used_at,
+								  apply_usage.use_counts) AS u(id, at, n)
+				WHERE u.id IS NULL OR u.at IS NULL OR u.n IS NULL OR u.n < 1) THEN
+		RAISE EXCEPTION 'invalid token use'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Every token id and time is given, and every count is at least 1.';
+	END IF;
+
+	RETURN QUERY
+	WITH batch AS (
+		-- A time ahead of this server's clock (a standby's skew) is clamped.
+		SELECT u.id, max(least(u.at, clock_timestamp())) AS at, sum(u.n)::bigint AS n
+		  FROM unnest(apply_usage.token_ids, apply_usage.used_at,
+					  apply_usage.use_counts) AS u(id, at, n)
+		 GROUP BY u.id),
+	locked AS (
+		SELECT t.id
+		  FROM iapi_tokens.tokens t
+		 WHERE t.id IN (SELECT b.id FROM batch b)
+		   FOR NO KEY UPDATE SKIP LOCKED),
+	updated AS (
+		UPDATE iapi_tokens.tokens t
+		   SET last_used_at = greatest(t.last_used_at, b.at),
+			   use_count = t.use_count + b.n
+		  FROM batch b
+		 WHERE t.id = b.id AND t.id IN (SELECT l.id FROM locked l)
+		RETURNING t.id, b.n)
+	SELECT (SELECT coalesce(sum(u.n), 0)::bigint FROM updated u),
+		   ARRAY(SELECT b.id FROM batch b
+				  WHERE EXISTS (SELECT FROM iapi_tokens.tokens t WHERE t.id = b.id)
+					AND NOT EXISTS (SELECT FROM updated u WHERE u.id = b.id)
+				  ORDER BY b.id);
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens.apply_usage(bigint[], timestamptz[], bigint[]) IS
+	'Applies a batch of recorded token uses (last use, count); for the usage flush and a standby''s forwarding role only.  Returns the uses applied and the tokens skipped because a revocation held them';
+
+CREATE FUNCTION iapi_tokens.usage_stats()
+RETURNS TABLE (
+	preloaded boolean,
+	uses_pending bigint,
+	tokens_pending bigint,
+	batches_flushed bigint,
+	uses_applied bigint,
+	last_flush_at timestamptz,
+	last_flush_error text,
+	uses_forwarded bigint,
+	forward_failures bigint,
+	uses_dropped bigint)
+AS 'MODULE_PATHNAME', 'iapi_tokens_usage_stats'
+LANGUAGE C VOLATILE PARALLEL SAFE ROWS 1;
+
+COMMENT ON FUNCTION iapi_tokens.usage_stats() IS
+	'Use recording: pending uses and tokens of this database; batches flushed, uses applied or forwarded, the last flush and its error, forwarding failures and uses dropped, for the whole server since it started';
+
+-- ---------------------------------------------------------------------------
 -- Per-role limits
 -- ---------------------------------------------------------------------------
 
@@ -1687,6 +1802,7 @@ SELECT iapi_tokens_internal.revoke_all_grants(
 	ARRAY['iapi_tokens', 'iapi_tokens_internal']::regnamespace[]);
 
 GRANT USAGE ON SCHEMA iapi_tokens TO PUBLIC;
+GRANT EXECUTE ON FUNCTION iapi_tokens.usage_stats() TO pg_monitor;
 GRANT EXECUTE ON FUNCTION
 	iapi_tokens.hash_token(text),
 	iapi_tokens.verify_token(text),

@@ -346,7 +346,9 @@ CREATE TYPE iapi_rest.identity AS (
 	owner text,
 	access_token_id uuid,
 	created_at text,
-	expires_at text);
+	expires_at text,
+	last_used_at text,
+	use_count bigint);
 
 COMMENT ON TYPE iapi_rest.identity IS
 	'Who a request''s X-Api-Key belongs to (GET /rpc/whoami)';
@@ -709,11 +711,14 @@ AS $$
 DECLARE
 	result iapi_rest.identity;
 BEGIN
+	-- Last use and count as the usage flushes applied them, not this request.
 	SELECT t.token_id, t.source_id, s.stitch_client_id, t.owner::text, t.access_token_id,
-		   iapi_tokens.iso8601(t.created_at), iapi_tokens.iso8601(t.expires_at)
+		   iapi_tokens.iso8601(t.created_at), iapi_tokens.iso8601(t.expires_at),
+		   iapi_tokens.iso8601(k.last_used_at), k.use_count
 	  INTO result
 	  FROM iapi_tokens.current_token() t
-	  LEFT JOIN iapi_tokens.sources s ON s.id = t.source_id;
+	  LEFT JOIN iapi_tokens.sources s ON s.id = t.source_id
+	  LEFT JOIN iapi_tokens.tokens k ON k.id = t.token_id;
 	IF NOT FOUND THEN
 		PERFORM iapi_rest_internal.raise_unauthorized('no API key was given', NULL);
 	END IF;

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * iapi_tokens.c
- *	  Module magic and GUCs.
+ *	  Module magic, GUCs, and the shared memory and background worker of
+ *	  use recording when the library is preloaded.
  *
  *-------------------------------------------------------------------------
  */
@@ -10,9 +11,11 @@
 #include <limits.h>
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "iapi_tokens.h"
+#include "usage.h"
 
 PG_MODULE_MAGIC;
 
@@ -83,7 +86,44 @@ _PG_init(void)
 							0,
 							NULL, NULL, NULL);
 
+	/* Superuser-only: it decides how stale last_used_at may be. */
+	DefineCustomIntVariable("iapi_tokens.usage_flush_interval",
+							"Time between two flushes of recorded token uses.",
+							"Needs shared_preload_libraries; a flush also starts early when the buffer is half full.",
+							&iapi_usage_flush_interval,
+							1000,
+							10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("iapi_tokens.usage_buffer_size",
+							"Tokens whose uses shared memory holds between two flushes.",
+							"Uses of further tokens are dropped and counted in usage_stats().",
+							&iapi_usage_buffer_size,
+							65536,
+							1024, 64 * 1024 * 1024,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	/* Hidden from non-superusers: it may hold a password. */
+	DefineCustomStringVariable("iapi_tokens.usage_primary_conninfo",
+							   "Where a hot standby forwards recorded token uses.",
+							   "A libpq connection string without dbname; each database's uses go to the same database on the primary.",
+							   &iapi_usage_primary_conninfo,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("iapi_tokens");
+
+	if (process_shared_preload_libraries_in_progress && !IsBinaryUpgrade)
+	{
+		iapi_usage_shmem_init();
+		iapi_usage_register_launcher();
+	}
 
 	iapi_current_token_init();
 }

@@ -8,10 +8,12 @@
  * one row; anything else yields none.  It raises no error for any input,
  * because an error statement can reach the server log with its parameters.
  *
- * last_used_at is written at most once per iapi_tokens.last_used_interval,
- * never in a read-only transaction or on a standby, and never after waiting
- * for a lock: recording use is best effort, verification is not.  Only a
- * cancel or shutdown (class 57) escapes that write.
+ * With the library preloaded, a valid verification records its use in
+ * shared memory (usage.c) and writes nothing.  Without it, or on a database
+ * still at 1.3 or older, last_used_at is written in the caller's transaction
+ * as before: at most once per iapi_tokens.last_used_interval, never in a
+ * read-only transaction or on a standby, and never after waiting for a lock.
+ * Only a cancel or shutdown (class 57) escapes that write.
  *
  *-------------------------------------------------------------------------
  */
@@ -48,6 +50,7 @@
 
 #include "compat.h"
 #include "iapi_tokens.h"
+#include "usage.h"
 
 /* What a lookup needs to know about iapi_tokens.tokens, per backend. */
 typedef struct TokensRelCache
@@ -64,6 +67,8 @@ typedef struct TokensRelCache
 	/* 1.1 columns: InvalidAttrNumber on a 1.0 table */
 	AttrNumber	att_owner_role;
 	AttrNumber	att_token_uuid;
+	/* 1.4: InvalidAttrNumber before */
+	AttrNumber	att_use_count;
 } TokensRelCache;
 
 typedef struct TokenRow
@@ -83,6 +88,7 @@ typedef struct TokenRow
 	bool		owner_null;
 	bool		uuid_null;
 	bool		revoked;
+	bool		has_use_count;	/* the table is 1.4's or newer */
 } TokenRow;
 
 /*
@@ -96,6 +102,8 @@ typedef struct TokenRow
 static TokensRelCache rel_cache;
 static bool callback_registered = false;
 static SPIPlanPtr record_use_plan = NULL;
+static SPIPlanPtr record_use_1_3_plan = NULL;
+static bool warned_not_preloaded = false;
 static Oid	record_use_argtypes[3] = {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 static LocalTransactionId uses_lxid = InvalidLocalTransactionId;
 static int	uses_in_xact = 0;
@@ -105,13 +113,22 @@ static int	uses_in_xact = 0;
  * or another verification; operators are qualified because this runs as the
  * table owner under the caller's search_path.
  */
+#define RECORD_USE_WHERE \
+" WHERE id OPERATOR(pg_catalog.=) (" \
+"  SELECT id FROM iapi_tokens.tokens" \
+"   WHERE id OPERATOR(pg_catalog.=) $1" \
+"     AND (last_used_at IS NULL OR last_used_at OPERATOR(pg_catalog.<=) $3)" \
+"   FOR NO KEY UPDATE SKIP LOCKED)"
+
 static const char record_use_sql[] =
+"UPDATE iapi_tokens.tokens"
+"   SET last_used_at = $2, use_count = use_count OPERATOR(pg_catalog.+) 1"
+RECORD_USE_WHERE;
+
+/* A table of 1.3 or older has no use_count. */
+static const char record_use_1_3_sql[] =
 "UPDATE iapi_tokens.tokens SET last_used_at = $2"
-" WHERE id OPERATOR(pg_catalog.=) ("
-"  SELECT id FROM iapi_tokens.tokens"
-"   WHERE id OPERATOR(pg_catalog.=) $1"
-"     AND (last_used_at IS NULL OR last_used_at OPERATOR(pg_catalog.<=) $3)"
-"   FOR NO KEY UPDATE SKIP LOCKED)";
+RECORD_USE_WHERE;
 
 static void
 invalidate_rel_cache(Datum arg pg_attribute_unused(), Oid relid)
@@ -173,6 +190,7 @@ load_rel_cache(void)
 	rel_cache.att_revoked_at = column_number(rel_cache.relid, "revoked_at", &ok);
 	rel_cache.att_owner_role = get_attnum(rel_cache.relid, "owner_role");
 	rel_cache.att_token_uuid = get_attnum(rel_cache.relid, "token_uuid");
+	rel_cache.att_use_count = get_attnum(rel_cache.relid, "use_count");
 	if (!ok)
 		rel_cache.valid = false;
 	return ok;
@@ -270,6 +288,7 @@ find_token(Datum hash, TokenRow *row)
 															 &row->last_used_null));
 		(void) slot_getattr(slot, rel_cache.att_revoked_at, &isnull);
 		row->revoked = !isnull;
+		row->has_use_count = (rel_cache.att_use_count != InvalidAttrNumber);
 	}
 
 	index_endscan(scan);
@@ -329,6 +348,7 @@ record_use(const TokenRow *row, TimestampTz now, TimestampTz due_before)
 	PG_TRY();
 	{
 		Datum		args[3];
+		SPIPlanPtr	plan;
 		int			ret;
 
 		/* As the table owner, like a RI trigger; the subxact restores us. */
@@ -341,10 +361,13 @@ record_use(const TokenRow *row, TimestampTz now, TimestampTz due_before)
 		args[1] = TimestampTzGetDatum(now);
 		args[2] = TimestampTzGetDatum(due_before);
 		SPI_connect();
-		ret = SPI_execute_plan(iapi_saved_plan(&record_use_plan, record_use_sql, 3,
-											   record_use_argtypes,
-											   "the last_used_at update"),
-							   args, NULL, false, 0);
+		if (row->has_use_count)
+			plan = iapi_saved_plan(&record_use_plan, record_use_sql, 3,
+								   record_use_argtypes, "the last_used_at update");
+		else
+			plan = iapi_saved_plan(&record_use_1_3_plan, record_use_1_3_sql, 3,
+								   record_use_argtypes, "the 1.3 last_used_at update");
+		ret = SPI_execute_plan(plan, args, NULL, false, 0);
 		written = (ret == SPI_OK_UPDATE && SPI_processed == 1);
 		SPI_finish();
 
@@ -406,6 +429,24 @@ verify(FunctionCallInfo fcinfo, TokenRow *row)
 	if (!row->owner_null &&
 		!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(row->owner_role)))
 		return false;
+
+	if (row->has_use_count)
+	{
+		if (iapi_usage_available())
+		{
+			iapi_usage_record(row->id, now);
+			return true;
+		}
+		if (!warned_not_preloaded)
+		{
+			warned_not_preloaded = true;
+			ereport(WARNING,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("iapi_tokens is not in shared_preload_libraries"),
+					 errdetail("Token use is written in the verifying transaction, at most once per iapi_tokens.last_used_interval, and not in read-only transactions or on standbys."),
+					 errhint("Add iapi_tokens to shared_preload_libraries and restart the server.")));
+		}
+	}
 
 	due_before = now - (int64) iapi_last_used_interval * USECS_PER_SEC;
 	if (use_is_due(row, due_before) && record_use(row, now, due_before))

@@ -1,0 +1,543 @@
+/*-------------------------------------------------------------------------
+ *
+ * usage_worker.c
+ *	  Background workers that apply recorded token use.
+ *
+ * The launcher, a static worker connected to no database, wakes every
+ * iapi_tokens.usage_flush_interval (or early, when the shared table is half
+ * full).  For each database with pending uses it starts one short-lived
+ * flush worker connected to that database, and waits for it: one worker
+ * slot at most, whatever the number of databases.
+ *
+ * A flush worker applies its database's uses in batches, one short
+ * transaction each, through iapi_tokens.apply_usage(): on a primary with
+ * SPI, on a hot standby over libpq to the same database on the primary
+ * (iapi_tokens.usage_primary_conninfo).  Only what a batch applied is taken
+ * off the shared table, so a failure leaves the uses to the next flush.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_database.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "libpq-fe.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "iapi_tokens.h"
+#include "usage.h"
+
+/* At most this many tokens per transaction: short row locks, small WAL. */
+#define USAGE_BATCH				1000
+/* Databases flushed per launcher round; any others wait for the next. */
+#define USAGE_MAX_DATABASES		64
+/* How long a forwarding connection or batch may take. */
+#define FORWARD_TIMEOUT_MS		30000
+
+int			iapi_usage_flush_interval = 1000;
+char	   *iapi_usage_primary_conninfo = NULL;
+
+PGDLLEXPORT void iapi_usage_launcher_main(Datum main_arg);
+PGDLLEXPORT void iapi_usage_flush_main(Datum main_arg);
+
+static const char apply_sql[] =
+"SELECT applied_uses, skipped_token_ids"
+"  FROM iapi_tokens.apply_usage($1::pg_catalog.int8[],"
+"                               $2::pg_catalog.timestamptz[],"
+"                               $3::pg_catalog.int8[])";
+
+void
+iapi_usage_register_launcher(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	/* Consistent state: a hot standby runs it too. */
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = 10;
+	strlcpy(worker.bgw_library_name, "iapi_tokens", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "iapi_usage_launcher_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "iapi_tokens usage launcher", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "iapi_tokens usage launcher", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+}
+
+/* A database the flush worker can connect to. */
+static bool
+database_is_flushable(Oid dbid)
+{
+	HeapTuple	tuple;
+	bool		ok = false;
+
+	StartTransactionCommand();
+	tuple = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dbid));
+	if (HeapTupleIsValid(tuple))
+	{
+		ok = ((Form_pg_database) GETSTRUCT(tuple))->datallowconn;
+		ReleaseSysCache(tuple);
+	}
+	CommitTransactionCommand();
+	return ok;
+}
+
+static void
+flush_database(Oid dbid)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	static bool warned = false;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(worker.bgw_library_name, "iapi_tokens", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "iapi_usage_flush_main", BGW_MAXLEN);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "iapi_tokens usage flush of database %u", dbid);
+	strlcpy(worker.bgw_type, "iapi_tokens usage flush", BGW_MAXLEN);
+	worker.bgw_main_arg = ObjectIdGetDatum(dbid);
+	worker.bgw_notify_pid = MyProcPid;
+
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	{
+		if (!warned)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("iapi_tokens could not start a usage flush worker"),
+					 errhint("Raise max_worker_processes; token uses wait in shared memory meanwhile.")));
+		warned = true;
+		return;
+	}
+	warned = false;
+	(void) WaitForBackgroundWorkerShutdown(handle);
+	pfree(handle);
+}
+
+static void
+flush_all_databases(void)
+{
+	Oid			dbids[USAGE_MAX_DATABASES];
+	int			n = iapi_usage_databases(dbids, USAGE_MAX_DATABASES);
+
+	for (int i = 0; i < n && !ShutdownRequestPending; i++)
+	{
+		if (database_is_flushable(dbids[i]))
+			flush_database(dbids[i]);
+		else
+		{
+			int64		uses = iapi_usage_discard(dbids[i]);
+
+			ereport(LOG,
+					(errmsg("iapi_tokens discarded " INT64_FORMAT " token uses of database %u, which is gone or takes no connections",
+							uses, dbids[i])));
+		}
+	}
+}
+
+static void
+forget_launcher_latch(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
+{
+	iapi_usage_set_launcher_latch(NULL);
+}
+
+void
+iapi_usage_launcher_main(Datum main_arg pg_attribute_unused())
+{
+	TimestampTz last_round;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+	/* No database: only the shared catalogs, to tell which databases exist. */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+
+	iapi_usage_set_launcher_latch(MyLatch);
+	on_shmem_exit(forget_launcher_latch, (Datum) 0);
+	last_round = GetCurrentTimestamp();
+
+	while (!ShutdownRequestPending)
+	{
+		long		wait_ms;
+
+		wait_ms = iapi_usage_flush_interval -
+			TimestampDifferenceMilliseconds(last_round, GetCurrentTimestamp());
+		if (wait_ms > 0 && !iapi_usage_wakeup_requested())
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 wait_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			if (ConfigReloadPending)
+			{
+				ConfigReloadPending = false;
+				ProcessConfigFile(PGC_SIGHUP);
+			}
+			continue;
+		}
+		last_round = GetCurrentTimestamp();
+		flush_all_databases();
+	}
+	proc_exit(0);
+}
+
+/* Forgets the uses of a database without the 1.4 extension. */
+static bool
+extension_can_apply(void)
+{
+	bool		ok;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_connect();
+	ok = SPI_execute("SELECT pg_catalog.to_regprocedure("
+					 "'iapi_tokens.apply_usage(bigint[],timestamptz[],bigint[])') IS NOT NULL",
+					 true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1 &&
+		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0;
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return ok;
+}
+
+/* Marks the items whose token id is in the text array "{1,2,3}". */
+static void
+mark_skipped(const char *ids, const UsageItem *items, int n, bool *skipped)
+{
+	const char *p = ids;
+
+	while (*p != '\0')
+	{
+		char	   *end;
+		int64		id;
+
+		if (*p < '0' || *p > '9')
+		{
+			p++;
+			continue;
+		}
+		id = strtoi64(p, &end, 10);
+		for (int i = 0; i < n; i++)
+			if (items[i].token_id == id)
+				skipped[i] = true;
+		p = end;
+	}
+}
+
+/* Takes the applied items off the shared table; returns their uses. */
+static int64
+ack_applied(const UsageItem *items, int n, const bool *skipped)
+{
+	UsageItem  *applied = palloc(sizeof(UsageItem) * Max(n, 1));
+	int			count = 0;
+	int64		uses = 0;
+
+	for (int i = 0; i < n; i++)
+		if (!skipped[i])
+		{
+			applied[count++] = items[i];
+			uses += items[i].uses;
+		}
+	iapi_usage_ack(MyDatabaseId, applied, count);
+	pfree(applied);
+	return uses;
+}
+
+/* One batch, in one transaction, through SPI. */
+static void
+apply_batch_locally(const UsageItem *items, int n)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *times = palloc(sizeof(Datum) * n);
+	Datum	   *counts = palloc(sizeof(Datum) * n);
+	bool	   *skipped = palloc0(sizeof(bool) * n);
+	Oid			argtypes[3] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID};
+	Datum		args[3];
+	char	   *skipped_ids;
+
+	for (int i = 0; i < n; i++)
+	{
+		ids[i] = Int64GetDatum(items[i].token_id);
+		times[i] = TimestampTzGetDatum(items[i].last_used);
+		counts[i] = Int64GetDatum(items[i].uses);
+	}
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_connect();
+	pgstat_report_activity(STATE_RUNNING, "iapi_tokens usage flush");
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_array(times, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[2] = PointerGetDatum(construct_array(counts, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (SPI_execute_with_args(apply_sql, 3, argtypes, args, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "iapi_tokens.apply_usage returned no row");
+	skipped_ids = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	if (skipped_ids != NULL)
+		mark_skipped(skipped_ids, items, n, skipped);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	iapi_usage_report_flush(false, ack_applied(items, n, skipped), NULL);
+}
+
+/* Waits for the socket or the timeout; false on timeout. */
+static bool
+wait_for_socket(PGconn *conn, int events, TimestampTz deadline)
+{
+	long		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+	int			rc;
+
+	if (remaining <= 0)
+		return false;
+	rc = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH | events,
+						   PQsocket(conn), remaining, PG_WAIT_EXTENSION);
+	if (rc & WL_LATCH_SET)
+	{
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return true;
+}
+
+static void
+forward_error(PGconn *conn, const char *what)
+{
+	char	   *message = pstrdup(conn ? PQerrorMessage(conn) : "out of memory");
+	char	   *newline = strchr(message, '\n');
+
+	if (newline != NULL)
+		*newline = '\0';
+	ereport(ERROR,
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg("iapi_tokens could not %s the primary: %s", what, message)));
+}
+
+/* A connection to this database on the primary, or an error. */
+static PGconn *
+connect_to_primary(const char *dbname, TimestampTz deadline)
+{
+	const char *keys[] = {"dbname", "dbname", "application_name", NULL};
+	const char *values[] = {iapi_usage_primary_conninfo, dbname,
+	"iapi_tokens usage forwarder", NULL};
+	PGconn	   *conn;
+	PostgresPollingStatusType status = PGRES_POLLING_WRITING;
+
+	/* The first dbname may be a whole connection string; the second wins. */
+	conn = PQconnectStartParams(keys, values, 1);
+	if (conn == NULL || PQstatus(conn) == CONNECTION_BAD)
+		forward_error(conn, "connect to");
+	while (status != PGRES_POLLING_OK)
+	{
+		if (status == PGRES_POLLING_FAILED)
+			forward_error(conn, "connect to");
+		if (!wait_for_socket(conn, status == PGRES_POLLING_READING ?
+							 WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE, deadline))
+		{
+			PQfinish(conn);
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("iapi_tokens could not connect to the primary: timed out")));
+		}
+		status = PQconnectPoll(conn);
+	}
+	return conn;
+}
+
+/* Appends a timestamp as UTC ISO 8601, whatever this server's DateStyle. */
+static void
+append_utc(StringInfo buf, TimestampTz ts)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		elog(ERROR, "token use time out of range");
+	appendStringInfo(buf, "\"%04d-%02d-%02d %02d:%02d:%02d.%06d+00\"",
+					 tm.tm_year, tm.tm_mon, tm.tm_mday,
+					 tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+}
+
+/* One batch, in one transaction on the primary. */
+static void
+forward_batch(PGconn *conn, const UsageItem *items, int n, TimestampTz deadline)
+{
+	StringInfoData ids;
+	StringInfoData times;
+	StringInfoData counts;
+	const char *params[3];
+	PGresult   *result;
+	PGresult   *last = NULL;
+	bool	   *skipped = palloc0(sizeof(bool) * n);
+
+	initStringInfo(&ids);
+	initStringInfo(&times);
+	initStringInfo(&counts);
+	for (int i = 0; i < n; i++)
+	{
+		const char *sep = (i == 0) ? "{" : ",";
+
+		appendStringInfo(&ids, "%s" INT64_FORMAT, sep, items[i].token_id);
+		appendStringInfoString(&times, sep);
+		append_utc(&times, items[i].last_used);
+		appendStringInfo(&counts, "%s" INT64_FORMAT, sep, items[i].uses);
+	}
+	appendStringInfoChar(&ids, '}');
+	appendStringInfoChar(&times, '}');
+	appendStringInfoChar(&counts, '}');
+	params[0] = ids.data;
+	params[1] = times.data;
+	params[2] = counts.data;
+
+	if (!PQsendQueryParams(conn, apply_sql, 3, NULL, params, NULL, NULL, 0))
+		forward_error(conn, "send token uses to");
+	for (;;)
+	{
+		if (!PQconsumeInput(conn))
+			forward_error(conn, "read from");
+		if (PQisBusy(conn))
+		{
+			if (!wait_for_socket(conn, WL_SOCKET_READABLE, deadline))
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("iapi_tokens could not forward token uses: the primary did not answer in time")));
+			continue;
+		}
+		result = PQgetResult(conn);
+		if (result == NULL)
+			break;
+		if (last != NULL)
+			PQclear(last);
+		last = result;
+	}
+	if (last == NULL || PQresultStatus(last) != PGRES_TUPLES_OK || PQntuples(last) != 1)
+	{
+		char	   *message = pstrdup(last ? PQresultErrorMessage(last) : "no result");
+		char	   *newline = strchr(message, '\n');
+
+		if (newline != NULL)
+			*newline = '\0';
+		if (last != NULL)
+			PQclear(last);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("iapi_tokens could not forward token uses: %s", message)));
+	}
+	mark_skipped(PQgetvalue(last, 0, 1), items, n, skipped);
+	PQclear(last);
+	iapi_usage_report_flush(true, ack_applied(items, n, skipped), NULL);
+}
+
+static void
+forward_to_primary(const UsageItem *items, int n)
+{
+	PGconn	   *volatile conn = NULL;
+	char	   *dbname;
+	TimestampTz deadline;
+
+	if (iapi_usage_primary_conninfo == NULL || iapi_usage_primary_conninfo[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("iapi_tokens cannot forward token uses from this standby"),
+				 errdetail("iapi_tokens.usage_primary_conninfo is not set.")));
+
+	StartTransactionCommand();
+	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	CommitTransactionCommand();
+
+	PG_TRY();
+	{
+		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FORWARD_TIMEOUT_MS);
+		conn = connect_to_primary(dbname, deadline);
+		for (int from = 0; from < n; from += USAGE_BATCH)
+		{
+			deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FORWARD_TIMEOUT_MS);
+			forward_batch(conn, items + from, Min(USAGE_BATCH, n - from), deadline);
+		}
+	}
+	PG_FINALLY();
+	{
+		if (conn != NULL)
+			PQfinish(conn);
+	}
+	PG_END_TRY();
+}
+
+void
+iapi_usage_flush_main(Datum main_arg)
+{
+	Oid			dbid = DatumGetObjectId(main_arg);
+	MemoryContext flush_context;
+	UsageItem  *items;
+	int			n;
+	bool		standby;
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
+
+	flush_context = AllocSetContextCreate(TopMemoryContext, "iapi_tokens usage flush",
+										  ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(flush_context);
+
+	if (!extension_can_apply())
+	{
+		int64		uses = iapi_usage_discard(dbid);
+
+		ereport(LOG,
+				(errmsg("iapi_tokens discarded " INT64_FORMAT " token uses of database \"%s\", which has no iapi_tokens 1.4 or later",
+						uses, get_database_name(dbid))));
+		proc_exit(0);
+	}
+
+	MemoryContextSwitchTo(flush_context);
+	items = iapi_usage_collect(dbid, &n);
+	standby = RecoveryInProgress();
+
+	PG_TRY();
+	{
+		if (standby)
+			forward_to_primary(items, n);
+		else
+			for (int from = 0; from < n; from += USAGE_BATCH)
+			{
+				apply_batch_locally(items + from, Min(USAGE_BATCH, n - from));
+				MemoryContextSwitchTo(flush_context);
+			}
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(flush_context);
+		edata = CopyErrorData();
+		/* The uses stay in shared memory for the next flush. */
+		iapi_usage_report_flush(standby, 0, edata->message);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	proc_exit(0);
+}
