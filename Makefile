@@ -2,7 +2,10 @@
 #
 #   make && make install              build and install against $(PG_CONFIG)
 #   make installcheck                 regression (sql/, expected/) and isolation
-#                                     (test/specs/, test/expected/) suites
+#                                     (test/specs/, test/expected/) suites, on a
+#                                     server with shared_preload_libraries =
+#                                     'iapi_tokens'
+#   make installcheck-no-preload      the tests of a server without it
 #   make prove_installcheck           TAP suite (test/t/), as a non-root user
 #   make WERROR=1                     fail the build on any warning (CI does)
 
@@ -40,16 +43,17 @@ DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql \
 
 # pg_regress reads sql/<test>.sql and expected/<test>.out from the top level;
 # the install script sql/iapi_tokens--*.sql is never named as a test.
-REGRESS = format lifecycle expiry last_used errors guc_bounds privileges catalog \
+REGRESS = format lifecycle expiry errors guc_bounds privileges catalog \
 	access_tokens owner_limits rotation purge_audit current_token bulk_load leaks \
-	upgrade rest_catalog
+	usage upgrade rest_catalog
 REGRESS_OPTS = --inputdir=. --load-extension=pgcrypto
 
 # pg_isolation_regress reads test/specs/<spec>.spec and test/expected/<spec>.out.
 ISOLATION = cap_read_committed cap_repeatable_read cap_serializable \
-	cap_direct_dml revoke_verify revoke_generate last_used_conflict \
+	cap_direct_dml revoke_generate \
 	verify_invalidation rotate_generate owner_limit lock_order \
-	source_delete_generate leaked_rotate
+	source_delete_generate leaked_rotate usage_revoke_read_committed \
+	usage_revoke_repeatable_read usage_revoke_serializable
 ISOLATION_OPTS = --inputdir=test --load-extension=iapi_tokens
 
 # TAP tests start their own clusters, which PostgreSQL refuses to do as root,
@@ -66,7 +70,7 @@ ifdef WERROR
 PG_CFLAGS += -Werror
 endif
 
-EXTRA_CLEAN = results regression.diffs regression.out output_iso tmp_check \
+EXTRA_CLEAN = results regression.diffs regression.out output_iso output_iso_no_preload tmp_check \
 	log
 
 PG_CONFIG ?= pg_config
@@ -83,6 +87,21 @@ sql/iapi_tokens_rest--$(REST_EXTVERSION).sql: sql/iapi_tokens_rest.sql
 # built install scripts in src/ and sql/ of their own build directory.
 ifdef VPATH
 $(shell mkdir -p src sql)
+endif
+
+# Tests of a server without shared_preload_libraries = 'iapi_tokens'; every
+# other suite expects it preloaded.  test/run restarts its cluster for them.
+REGRESS_NO_PRELOAD = last_used usage_fallback
+ISOLATION_NO_PRELOAD = revoke_verify last_used_conflict
+
+.PHONY: installcheck-no-preload
+installcheck-no-preload:
+ifdef REGRESS_NO_PRELOAD
+	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS_NO_PRELOAD)
+endif
+ifdef ISOLATION_NO_PRELOAD
+	$(pg_isolation_regress_installcheck) --outputdir=output_iso_no_preload \
+		$(ISOLATION_OPTS) $(ISOLATION_NO_PRELOAD)
 endif
 
 .PHONY: tapcheck

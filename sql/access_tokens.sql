@@ -30,10 +30,19 @@ SELECT :'a_tok' ~ '^iapi_[0-9A-Za-z]{39}$' AS token_value_well_formed,
 SELECT description, expired_at - created_at AS lifetime, last_used IS NULL AS never_used
   FROM iapi_tokens.get_access_token(:'a_id');
 
--- The first use sets lastUsed; it is reported by verify_token too.
-SELECT owner, access_token_id = :'a_id' AS same_id, source_id IS NULL AS no_source,
-	   last_used_at IS NOT NULL AS use_recorded
+-- The first use sets lastUsed once the usage flush has run (bounded wait).
+SELECT owner, access_token_id = :'a_id' AS same_id, source_id IS NULL AS no_source
   FROM iapi_tokens.verify_token(:'a_tok');
+RESET ROLE;
+DO $$
+BEGIN
+	FOR i IN 1..300 LOOP
+		EXIT WHEN (SELECT uses_pending FROM iapi_tokens.usage_stats()) = 0;
+		PERFORM pg_sleep(0.1);
+	END LOOP;
+END
+$$;
+SET ROLE regress_iapi_alice;
 SELECT last_used IS NOT NULL AS used FROM iapi_tokens.get_access_token(:'a_id');
 
 -- lifetimeSeconds -1: the token never expires (expiredAt is null).

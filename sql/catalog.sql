@@ -46,7 +46,7 @@ SELECT p.proname AS undocumented
 		'list_all_access_tokens', 'list_sources', 'list_token_details',
 		'list_tokens', 'purge_tokens', 'revoke_access_token', 'revoke_token',
 		'rotate_access_token', 'rotate_token', 'set_owner_limit', 'source_json',
-		'check_tokens', 'expiring_tokens', 'revoke_leaked',
+		'check_tokens', 'expiring_tokens', 'revoke_leaked', 'apply_usage', 'usage_stats',
 		'verify_token');
 
 -- Nobody but the owner can use the internal schema or run its functions

@@ -66,3 +66,43 @@ SET iapi_tokens.token_prefix = 'mine_';
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 DROP ROLE regress_guc_user;
+
+-- iapi_tokens.usage_flush_interval: 10 ms to 1 h, set in the server's
+-- configuration (SIGHUP), never by a session.
+SELECT name, setting IS NOT NULL AS set, unit, min_val, max_val, boot_val, context
+  FROM pg_settings WHERE name LIKE 'iapi_tokens.usage%' ORDER BY name;
+SET iapi_tokens.usage_flush_interval = '1s';
+\echo :LAST_ERROR_SQLSTATE
+ALTER SYSTEM SET iapi_tokens.usage_flush_interval = '9ms';
+\echo :LAST_ERROR_SQLSTATE
+ALTER SYSTEM SET iapi_tokens.usage_flush_interval = '3601s';
+\echo :LAST_ERROR_SQLSTATE
+ALTER SYSTEM SET iapi_tokens.usage_flush_interval = 'often';
+\echo :LAST_ERROR_SQLSTATE
+ALTER SYSTEM SET iapi_tokens.usage_flush_interval = '1h';
+ALTER SYSTEM RESET iapi_tokens.usage_flush_interval;
+
+-- iapi_tokens.usage_buffer_size: 1024 to 67108864 tokens, at server start.
+SET iapi_tokens.usage_buffer_size = 4096;
+\echo :LAST_ERROR_SQLSTATE
+ALTER SYSTEM SET iapi_tokens.usage_buffer_size = 1023;
+\echo :LAST_ERROR_SQLSTATE
+ALTER SYSTEM SET iapi_tokens.usage_buffer_size = 67108865;
+\echo :LAST_ERROR_SQLSTATE
+ALTER SYSTEM SET iapi_tokens.usage_buffer_size = 1024;
+ALTER SYSTEM RESET iapi_tokens.usage_buffer_size;
+
+-- iapi_tokens.usage_primary_conninfo: set in the configuration only, and
+-- hidden from other roles, as it may hold a password.
+SET iapi_tokens.usage_primary_conninfo = 'host=elsewhere';
+\echo :LAST_ERROR_SQLSTATE
+SHOW iapi_tokens.usage_primary_conninfo;
+
+CREATE ROLE regress_guc_reader;
+SET ROLE regress_guc_reader;
+SHOW iapi_tokens.usage_primary_conninfo;
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM pg_settings WHERE name = 'iapi_tokens.usage_primary_conninfo';
+SELECT count(*) FROM pg_settings WHERE name = 'iapi_tokens.usage_flush_interval';
+RESET ROLE;
+DROP ROLE regress_guc_reader;

@@ -9,13 +9,6 @@
 
 \echo Use "ALTER EXTENSION iapi_tokens UPDATE TO '1.4'" to load this file. \quit
 
-ALTER TABLE iapi_tokens.tokens ADD COLUMN use_count bigint NOT NULL DEFAULT 0;
-
-COMMENT ON COLUMN iapi_tokens.tokens.last_used_at IS
-	'Last successful verification, as of the last usage flush (iapi_tokens.usage_flush_interval); without shared_preload_libraries, written at most once per iapi_tokens.last_used_interval';
-COMMENT ON COLUMN iapi_tokens.tokens.use_count IS
-	'Successful verifications applied so far by usage flushes (without shared_preload_libraries: the last_used_at writes)';
-
 SELECT pg_catalog.set_config('iapi_tokens_update.acls',
 	(SELECT pg_catalog.jsonb_object_agg(p.oid::pg_catalog.regprocedure::text,
 										coalesce(p.proacl::text, ''))
@@ -32,6 +25,43 @@ DROP FUNCTION iapi_tokens.list_token_details(bigint, boolean);
 DROP FUNCTION iapi_tokens.list_access_tokens();
 DROP FUNCTION iapi_tokens.get_access_token(uuid);
 DROP FUNCTION iapi_tokens.list_all_access_tokens();
+
+-- Functions with a SQL-standard body that take the row type forbid a new
+-- column; they go and come back unchanged.
+DROP FUNCTION iapi_tokens_internal.record_creation(iapi_tokens.tokens);
+DROP FUNCTION iapi_tokens_internal.as_personal_token(iapi_tokens.tokens);
+
+ALTER TABLE iapi_tokens.tokens ADD COLUMN use_count bigint NOT NULL DEFAULT 0;
+
+COMMENT ON COLUMN iapi_tokens.tokens.last_used_at IS
+	'Last successful verification, as of the last usage flush (iapi_tokens.usage_flush_interval); without shared_preload_libraries, written at most once per iapi_tokens.last_used_interval';
+COMMENT ON COLUMN iapi_tokens.tokens.use_count IS
+	'Successful verifications applied so far by usage flushes (without shared_preload_libraries: the last_used_at writes)';
+
+CREATE FUNCTION iapi_tokens_internal.record_creation(t iapi_tokens.tokens)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	INSERT INTO iapi_tokens.audit
+		(action, token_id, access_token_id, source_id, owner_role,
+		 acting_role, session_role, details)
+	VALUES ('create', t.id, t.token_uuid, t.source_id, t.owner_role::text,
+			iapi_tokens_internal.acting_role(), SESSION_USER,
+			jsonb_build_object('expires_at', t.expires_at));
+END;
+
+COMMENT ON FUNCTION iapi_tokens_internal.record_creation(iapi_tokens.tokens) IS
+	'Appends the create event of a token just stored to iapi_tokens.audit';
+
+CREATE FUNCTION iapi_tokens_internal.as_personal_token(t iapi_tokens.tokens)
+RETURNS iapi_tokens.personal_token
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ROW(t.token_uuid, t.description, t.expires_at, t.last_used_at,
+		   t.created_at)::iapi_tokens.personal_token;
+
+COMMENT ON FUNCTION iapi_tokens_internal.as_personal_token(iapi_tokens.tokens) IS
+	'A personal token''s row as the interface returns it';
 
 CREATE FUNCTION iapi_tokens_internal.personal_tokens_of(owner regrole)
 RETURNS TABLE (
@@ -264,6 +294,8 @@ SELECT iapi_tokens_internal.revoke_all_grants(
 		'iapi_tokens.list_access_tokens()',
 		'iapi_tokens.get_access_token(uuid)',
 		'iapi_tokens.list_all_access_tokens()',
+		'iapi_tokens_internal.record_creation(iapi_tokens.tokens)',
+		'iapi_tokens_internal.as_personal_token(iapi_tokens.tokens)',
 		'iapi_tokens.apply_usage(bigint[], timestamptz[], bigint[])',
 		'iapi_tokens.usage_stats()']::regprocedure[],
 	'{}');

@@ -6,11 +6,11 @@
 
 DO $$
 BEGIN
-	IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
-					WHERE a.attrelid = 'iapi_tokens.tokens'::pg_catalog.regclass
-					  AND a.attname = 'use_count' AND NOT a.attisdropped) THEN
+	IF (SELECT pg_catalog.string_to_array(e.extversion, '.')::integer[]
+		  FROM pg_catalog.pg_extension e WHERE e.extname = 'iapi_tokens')
+	   OPERATOR(pg_catalog.<) '{1,4}'::integer[] THEN
 		RAISE EXCEPTION 'iapi_tokens_rest 1.2 needs iapi_tokens 1.4 or later'
-			USING ERRCODE = 'feature_not_supported',
+			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  HINT = 'Run ALTER EXTENSION iapi_tokens UPDATE first.';
 	END IF;
 END

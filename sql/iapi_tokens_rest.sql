@@ -20,15 +20,15 @@
 
 \echo Use "CREATE EXTENSION iapi_tokens_rest" to load this file. \quit
 
--- The pre-request needs iapi_tokens.authenticate(), new in 1.2.  PL/pgSQL
--- bodies are checked only when they run, so check here, not at the first
--- request.
+-- The pre-request needs iapi_tokens.authenticate(), new in 1.2, and whoami
+-- tokens.use_count, new in 1.4.  PL/pgSQL bodies are checked only when they
+-- run, so check here, not at the first request.
 DO $$
 BEGIN
 	IF (SELECT pg_catalog.string_to_array(e.extversion, '.')::integer[]
 		  FROM pg_catalog.pg_extension e WHERE e.extname = 'iapi_tokens')
-	   OPERATOR(pg_catalog.<) '{1,2}'::integer[] THEN
-		RAISE EXCEPTION 'iapi_tokens_rest needs iapi_tokens 1.2 or later'
+	   OPERATOR(pg_catalog.<) '{1,4}'::integer[] THEN
+		RAISE EXCEPTION 'iapi_tokens_rest needs iapi_tokens 1.4 or later'
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  HINT = 'Run ALTER EXTENSION iapi_tokens UPDATE first.';
 	END IF;

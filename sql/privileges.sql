@@ -44,6 +44,15 @@ SET iapi_tokens.token_prefix = 'evil_';
 SET iapi_tokens.last_used_interval = -1;
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
+-- Once the usage flush has run (bounded wait):
+DO $$
+BEGIN
+	FOR i IN 1..300 LOOP
+		EXIT WHEN (SELECT uses_pending FROM iapi_tokens.usage_stats()) = 0;
+		PERFORM pg_sleep(0.1);
+	END LOOP;
+END
+$$;
 SELECT last_used_at IS NOT NULL AS use_recorded_for_unprivileged_caller
   FROM iapi_tokens.tokens WHERE id = :tid;
 
@@ -88,6 +97,14 @@ SELECT iapi_tokens.revoke_token(:app_sid, :app_tid2) IS NOT NULL AS revoked;
 RESET search_path;
 RESET ROLE;
 -- Only the intended row was touched.
+DO $$
+BEGIN
+	FOR i IN 1..300 LOOP
+		EXIT WHEN (SELECT uses_pending FROM iapi_tokens.usage_stats()) = 0;
+		PERFORM pg_sleep(0.1);
+	END LOOP;
+END
+$$;
 SELECT count(*) FILTER (WHERE last_used_at IS NOT NULL) AS used,
 	   count(*) FILTER (WHERE revoked_at IS NOT NULL) AS revoked
   FROM iapi_tokens.tokens WHERE source_id = :app_sid;

@@ -4,7 +4,8 @@
 -- schema PostgREST does not expose.
 \set SHOW_CONTEXT never
 CREATE EXTENSION iapi_tokens_rest;	-- needs iapi_tokens
--- ... at version 1.2 at least: its pre-request calls authenticate().
+-- ... at version 1.4 at least: its pre-request calls authenticate(), whoami
+-- reads use_count.
 CREATE EXTENSION iapi_tokens VERSION '1.1';
 CREATE EXTENSION iapi_tokens_rest;
 \echo :LAST_ERROR_SQLSTATE
@@ -157,6 +158,7 @@ GRANT EXECUTE ON FUNCTION iapi_rest.authenticate(), iapi_rest.generate_token_v3(
 	iapi_rest.list_access_tokens() TO regress_iapi_rest_app;
 REVOKE EXECUTE ON FUNCTION iapi_rest_internal.request_header(text) FROM PUBLIC;
 ALTER EXTENSION iapi_tokens_rest UPDATE TO '1.1';
+ALTER EXTENSION iapi_tokens_rest UPDATE TO '1.2';
 SELECT extversion FROM pg_extension WHERE extname = 'iapi_tokens_rest';
 
 -- The user's grants survived the update, and are still the user's own: not

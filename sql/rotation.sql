@@ -154,7 +154,7 @@ RESET ROLE;
 -- (The message, for a fixed id:)
 SELECT * FROM iapi_tokens_internal.check_rotation(
 	ROW(1, NULL, '\x00', 'p', NULL, now(), NULL, NULL, NULL, 'regress_iapi_rotator',
-		'00000000-0000-4000-8000-000000000000', NULL, NULL)::iapi_tokens.tokens,
+		'00000000-0000-4000-8000-000000000000', NULL, NULL, 0)::iapi_tokens.tokens,
 	'0', now(), 1800);
 RESET iapi_tokens.max_lifetime;
 

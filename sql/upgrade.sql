@@ -1,7 +1,7 @@
--- ALTER EXTENSION UPDATE from 1.0, through 1.1 and 1.2 to 1.3, keeps the
+-- ALTER EXTENSION UPDATE from 1.0, through 1.1, 1.2 and 1.3 to 1.4, keeps the
 -- tokens, their verification and the grants users made, and ends in the same
 -- catalog state as a fresh installation.  The two are built by different
--- scripts: a fresh install runs iapi_tokens--1.3.sql alone, the update runs
+-- scripts: a fresh install runs iapi_tokens--1.4.sql alone, the update runs
 -- 1.0's full script and then each update script.
 \set SHOW_CONTEXT never
 CREATE ROLE regress_iapi_app NOLOGIN;
@@ -167,13 +167,48 @@ SELECT extversion FROM pg_extension WHERE extname = 'iapi_tokens';
 SELECT token_id = :t3 AS still_verifies FROM iapi_tokens.verify_token(:'tok3');
 SELECT has_function_privilege('regress_iapi_app', 'iapi_tokens.revoke_token(bigint, bigint)', 'EXECUTE') AS grant_kept,
 	   has_function_privilege('regress_iapi_app', 'iapi_tokens.verify_token(text)', 'EXECUTE') AS app_verifies;
-SELECT id AS t4 FROM iapi_tokens.rotate_token(:sid, :t3) \gset
+SELECT id AS t4, access_token AS tok4 FROM iapi_tokens.rotate_token(:sid, :t3) \gset
 SELECT action, token_id = :t4 AS is_new FROM iapi_tokens.audit ORDER BY id DESC LIMIT 2;
+
+-- The 1.4 library serves a 1.3 database until the update: it verifies,
+-- and writes last_used_at in the verifying transaction, as 1.3 did.
+SET iapi_tokens.last_used_interval = 0;
+BEGIN;
+SELECT count(*) FROM iapi_tokens.verify_token(:'tok4');
+SELECT pg_current_xact_id_if_assigned() IS NOT NULL AS wrote_in_transaction;
+COMMIT;
+RESET iapi_tokens.last_used_interval;
+SELECT last_used_at AS t4_used FROM iapi_tokens.tokens WHERE id = :t4 \gset
+GRANT EXECUTE ON FUNCTION iapi_tokens.list_token_details(bigint, boolean) TO regress_iapi_app;
+
+-- 1.3 -> 1.4: use_count, and use recorded in shared memory.  The functions
+-- that gain use_count are re-created with their grants, and a warning that
+-- pg_dump will count those as the extension's own.
+ALTER EXTENSION iapi_tokens UPDATE TO '1.4';
+SELECT extversion FROM pg_extension WHERE extname = 'iapi_tokens';
+SELECT use_count, last_used_at = :'t4_used' AS last_use_kept
+  FROM iapi_tokens.tokens WHERE id = :t4;
+SELECT has_function_privilege('regress_iapi_app', 'iapi_tokens.list_token_details(bigint, boolean)', 'EXECUTE') AS grant_carried;
+BEGIN;
+SELECT count(*) FROM iapi_tokens.verify_token(:'tok4');
+SELECT pg_current_xact_id_if_assigned() IS NULL AS no_write;
+COMMIT;
+DO $$
+BEGIN
+	FOR i IN 1..300 LOOP
+		EXIT WHEN (SELECT uses_pending FROM iapi_tokens.usage_stats()) = 0;
+		PERFORM pg_sleep(0.1);
+	END LOOP;
+END
+$$;
+SELECT use_count, last_used_at > :'t4_used' AS recorded
+  FROM iapi_tokens.tokens WHERE id = :t4;
 
 -- Apart from those grants, the updated catalog is the fresh one.
 REVOKE EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text),
 	iapi_tokens.rotate_access_token(uuid, interval) FROM regress_iapi_p12;
 REVOKE EXECUTE ON FUNCTION iapi_tokens.revoke_token(bigint, bigint) FROM regress_iapi_app;
+REVOKE EXECUTE ON FUNCTION iapi_tokens.list_token_details(bigint, boolean) FROM regress_iapi_app;
 GRANT EXECUTE ON FUNCTION iapi_tokens.verify_token(text) TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION iapi_tokens.verify_token(text) FROM regress_iapi_app;
 GRANT EXECUTE ON FUNCTION iapi_tokens.authenticate(text) TO PUBLIC;

@@ -97,16 +97,6 @@ _PG_init(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
-	DefineCustomIntVariable("iapi_tokens.usage_buffer_size",
-							"Tokens whose uses shared memory holds between two flushes.",
-							"Uses of further tokens are dropped and counted in usage_stats().",
-							&iapi_usage_buffer_size,
-							65536,
-							1024, 64 * 1024 * 1024,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
-
 	/* Hidden from non-superusers: it may hold a password. */
 	DefineCustomStringVariable("iapi_tokens.usage_primary_conninfo",
 							   "Where a hot standby forwards recorded token uses.",
@@ -117,13 +107,26 @@ _PG_init(void)
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 
-	MarkGUCPrefixReserved("iapi_tokens");
-
+	/*
+	 * A PGC_POSTMASTER setting can only be defined at server start, so the
+	 * buffer's size exists only when the library is preloaded.
+	 */
 	if (process_shared_preload_libraries_in_progress && !IsBinaryUpgrade)
 	{
+		DefineCustomIntVariable("iapi_tokens.usage_buffer_size",
+								"Tokens whose uses shared memory holds between two flushes.",
+								"Uses of further tokens are dropped and counted in usage_stats().",
+								&iapi_usage_buffer_size,
+								65536,
+								1024, 64 * 1024 * 1024,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 		iapi_usage_shmem_init();
 		iapi_usage_register_launcher();
 	}
+
+	MarkGUCPrefixReserved("iapi_tokens");
 
 	iapi_current_token_init();
 }

@@ -507,8 +507,8 @@ iapi_usage_flush_main(Datum main_arg)
 		int64		uses = iapi_usage_discard(dbid);
 
 		ereport(LOG,
-				(errmsg("iapi_tokens discarded " INT64_FORMAT " token uses of database \"%s\", which has no iapi_tokens 1.4 or later",
-						uses, get_database_name(dbid))));
+				(errmsg("iapi_tokens discarded " INT64_FORMAT " token uses of database %u, which has no iapi_tokens 1.4 or later",
+						uses, dbid)));
 		proc_exit(0);
 	}
 
