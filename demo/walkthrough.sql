@@ -66,6 +66,23 @@ SELECT '  now        -> ' || count(*) || ' row' FROM iapi_tokens.verify_token(:'
 SELECT pg_sleep(2.1) \g /dev/null
 SELECT '  2 s later  -> ' || count(*) || ' rows' FROM iapi_tokens.verify_token(:'short_token');
 
+\echo '\n== Use is recorded off the transaction: a read-only one (a PostgREST GET) counts too'
+BEGIN READ ONLY;
+SELECT count(*) AS ro_uses FROM generate_series(1, 3) g,
+	   LATERAL iapi_tokens.verify_token(CASE WHEN g > 0 THEN :'new_token' END) v \gset
+COMMIT;
+DO $$
+BEGIN
+	FOR i IN 1..300 LOOP	-- the background worker flushes every 100 ms here
+		EXIT WHEN (SELECT uses_pending FROM iapi_tokens.usage_stats()) = 0;
+		PERFORM pg_sleep(0.1);
+	END LOOP;
+END
+$$;
+SELECT '  after ' || :ro_uses || ' more, read-only -> use_count ' || use_count
+	   || ', last used ' || to_char(clock_timestamp() - last_used_at, 'SS.MS') || ' s ago'
+  FROM iapi_tokens.list_token_details(:source_id) WHERE token_id = :new_id;
+
 \echo '\n== Rotation with overlap: a new token now, the current one keeps working for an hour'
 SELECT id AS rotated_id, access_token AS rotated_token
   FROM iapi_tokens.rotate_token(:source_id, :new_id, '1 hour') \gset
