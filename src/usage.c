@@ -25,6 +25,7 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
 #include <unistd.h>
 
 #include "access/htup_details.h"
@@ -80,6 +81,7 @@ typedef struct UsageShared
 	uint64		uses_applied;
 	uint64		uses_forwarded;
 	uint64		forward_failures;
+	int			failures_in_a_row;	/* the launcher backs off on them */
 	TimestampTz last_flush_at;
 	char		last_error[USAGE_ERROR_LEN];
 } UsageShared;
@@ -376,14 +378,28 @@ iapi_usage_report_flush(bool forwarded, int64 uses, const char *error)
 			usage->uses_applied += uses;
 		usage->last_flush_at = GetCurrentTimestamp();
 		usage->last_error[0] = '\0';
+		usage->failures_in_a_row = 0;
 	}
 	else
 	{
 		if (forwarded)
 			usage->forward_failures++;
+		if (usage->failures_in_a_row < INT_MAX)
+			usage->failures_in_a_row++;
 		strlcpy(usage->last_error, error, USAGE_ERROR_LEN);
 	}
 	SpinLockRelease(&usage->stats_mutex);
+}
+
+int
+iapi_usage_failures_in_a_row(void)
+{
+	int			failures;
+
+	SpinLockAcquire(&usage->stats_mutex);
+	failures = usage->failures_in_a_row;
+	SpinLockRelease(&usage->stats_mutex);
+	return failures;
 }
 
 /*
@@ -500,6 +516,7 @@ usage_shmem_startup(void)
 		usage->uses_applied = 0;
 		usage->uses_forwarded = 0;
 		usage->forward_failures = 0;
+		usage->failures_in_a_row = 0;
 		usage->last_flush_at = 0;
 		usage->last_error[0] = '\0';
 	}

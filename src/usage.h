@@ -38,6 +38,7 @@ extern void iapi_usage_ack(Oid dbid, const UsageItem *items, int count);
 extern int	iapi_usage_databases(Oid *dbids, int max);
 extern int64 iapi_usage_discard(Oid dbid);
 extern void iapi_usage_report_flush(bool forwarded, int64 uses, const char *error);
+extern int	iapi_usage_failures_in_a_row(void);
 
 /* usage_worker.c */
 extern void iapi_usage_register_launcher(void);

@@ -51,6 +51,8 @@
 #define USAGE_MAX_DATABASES		64
 /* How long a forwarding connection or batch may take. */
 #define FORWARD_TIMEOUT_MS		30000
+/* The longest wait between two flushes after failures. */
+#define MAX_BACKOFF_MS			30000
 
 int			iapi_usage_flush_interval = 1000;
 char	   *iapi_usage_primary_conninfo = NULL;
@@ -177,10 +179,21 @@ iapi_usage_launcher_main(Datum main_arg pg_attribute_unused())
 	while (!ShutdownRequestPending)
 	{
 		long		wait_ms;
+		int			failures = iapi_usage_failures_in_a_row();
+		long		interval = iapi_usage_flush_interval;
 
-		wait_ms = iapi_usage_flush_interval -
+		/*
+		 * After failures (the primary is down, say), wait twice as long each
+		 * time, up to 32 intervals or the interval itself if longer than
+		 * MAX_BACKOFF_MS, so that an outage does not fill the log.
+		 */
+		if (failures > 0)
+			interval = Max(interval,
+						   Min(interval << Min(failures, 5), MAX_BACKOFF_MS));
+		wait_ms = interval -
 			TimestampDifferenceMilliseconds(last_round, GetCurrentTimestamp());
-		if (wait_ms > 0 && !iapi_usage_wakeup_requested())
+		/* A full buffer flushes early, but not in a tight loop of failures. */
+		if (wait_ms > 0 && (failures > 0 || !iapi_usage_wakeup_requested()))
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 wait_ms, PG_WAIT_EXTENSION);
