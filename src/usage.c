@@ -386,7 +386,7 @@ iapi_usage_report_flush(bool forwarded, int64 uses, const char *error)
 			usage->forward_failures++;
 		if (usage->failures_in_a_row < INT_MAX)
 			usage->failures_in_a_row++;
-		strlcpy(usage->last_error, error, USAGE_ERROR_LEN);
+		snprintf(usage->last_error, USAGE_ERROR_LEN, "%s", error);
 	}
 	SpinLockRelease(&usage->stats_mutex);
 }
@@ -594,7 +594,7 @@ iapi_tokens_usage_stats(PG_FUNCTION_ARGS)
 		values[col++] = Int64GetDatum((int64) usage->batches_flushed);
 		values[col++] = Int64GetDatum((int64) usage->uses_applied);
 		last_flush_at = usage->last_flush_at;
-		strlcpy(error, usage->last_error, sizeof(error));
+		snprintf(error, sizeof(error), "%s", usage->last_error);
 		values[col + 2] = Int64GetDatum((int64) usage->uses_forwarded);
 		values[col + 3] = Int64GetDatum((int64) usage->forward_failures);
 		SpinLockRelease(&usage->stats_mutex);

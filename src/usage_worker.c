@@ -76,10 +76,10 @@ iapi_usage_register_launcher(void)
 	/* Consistent state: a hot standby runs it too. */
 	worker.bgw_start_time = BgWorkerStart_ConsistentState;
 	worker.bgw_restart_time = 10;
-	strlcpy(worker.bgw_library_name, "iapi_tokens", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "iapi_usage_launcher_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "iapi_tokens usage launcher", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "iapi_tokens usage launcher", BGW_MAXLEN);
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "%s", "iapi_tokens");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", "iapi_usage_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", "iapi_tokens usage launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", "iapi_tokens usage launcher");
 	RegisterBackgroundWorker(&worker);
 }
 
@@ -112,10 +112,10 @@ flush_database(Oid dbid)
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_ConsistentState;
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	strlcpy(worker.bgw_library_name, "iapi_tokens", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "iapi_usage_flush_main", BGW_MAXLEN);
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "%s", "iapi_tokens");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", "iapi_usage_flush_main");
 	snprintf(worker.bgw_name, BGW_MAXLEN, "iapi_tokens usage flush of database %u", dbid);
-	strlcpy(worker.bgw_type, "iapi_tokens usage flush", BGW_MAXLEN);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", "iapi_tokens usage flush");
 	worker.bgw_main_arg = ObjectIdGetDatum(dbid);
 	worker.bgw_notify_pid = MyProcPid;
 
