@@ -179,8 +179,21 @@ iapi_usage_launcher_main(Datum main_arg pg_attribute_unused())
 	while (!ShutdownRequestPending)
 	{
 		long		wait_ms;
-		int			failures = iapi_usage_failures_in_a_row();
-		long		interval = iapi_usage_flush_interval;
+		int			failures;
+		long		interval;
+
+		/*
+		 * Here, not only after a wait: a flush resets the latch while it
+		 * waits for its worker, and flushes may follow each other without a
+		 * wait.
+		 */
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		failures = iapi_usage_failures_in_a_row();
+		interval = iapi_usage_flush_interval;
 
 		/*
 		 * After failures (the primary is down, say), wait twice as long each
@@ -199,11 +212,6 @@ iapi_usage_launcher_main(Datum main_arg pg_attribute_unused())
 							 wait_ms, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
-			if (ConfigReloadPending)
-			{
-				ConfigReloadPending = false;
-				ProcessConfigFile(PGC_SIGHUP);
-			}
 			continue;
 		}
 		last_round = GetCurrentTimestamp();
@@ -473,8 +481,8 @@ forward_to_primary(const UsageItem *items, int n)
 	if (iapi_usage_primary_conninfo == NULL || iapi_usage_primary_conninfo[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("iapi_tokens cannot forward token uses from this standby"),
-				 errdetail("iapi_tokens.usage_primary_conninfo is not set.")));
+				 errmsg("iapi_tokens cannot forward token uses from this standby: iapi_tokens.usage_primary_conninfo is not set"),
+				 errhint("Set it to a connection string of the primary, without dbname; the uses wait in shared memory meanwhile.")));
 
 	StartTransactionCommand();
 	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
