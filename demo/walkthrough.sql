@@ -92,7 +92,7 @@ SELECT '  rotated  -> token_id ' || coalesce((SELECT token_id::text FROM iapi_to
 
 \echo '\n== Personal access tokens (Trifacta POST /v4/apiAccessTokens), owned by the calling role'
 CREATE ROLE demo_analyst NOLOGIN;
-GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text),
+GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb),
 	iapi_tokens.list_access_tokens(), iapi_tokens.delete_access_token(uuid)
 	TO demo_analyst;
 SET ROLE demo_analyst;

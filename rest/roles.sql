@@ -109,7 +109,7 @@ GRANT EXECUTE ON FUNCTION
 	iapi_rest.list_access_tokens(),
 	iapi_rest.get_access_token(uuid),
 	iapi_rest.delete_access_token(uuid),
-	iapi_tokens.create_access_token(integer, text),
+	iapi_tokens.create_access_token(integer, text, text[], jsonb),
 	iapi_tokens.list_access_tokens(),
 	iapi_tokens.get_access_token(uuid),
 	iapi_tokens.delete_access_token(uuid)

@@ -67,6 +67,8 @@ CREATE TABLE iapi_tokens.tokens (
 	replaced_by bigint,
 	revoked_reason text,
 	use_count bigint NOT NULL DEFAULT 0,
+	scopes text[],
+	metadata jsonb,
 	CONSTRAINT tokens_pkey PRIMARY KEY (id),
 	CONSTRAINT tokens_token_hash_key UNIQUE (token_hash),
 	CONSTRAINT tokens_token_hash_check
@@ -79,7 +81,12 @@ CREATE TABLE iapi_tokens.tokens (
 	CONSTRAINT tokens_token_uuid_check
 		CHECK ((owner_role IS NULL) = (token_uuid IS NULL)),
 	CONSTRAINT tokens_revoked_reason_check
-		CHECK (revoked_reason IS NULL OR (revoked_reason = 'leaked' AND revoked_at IS NOT NULL))
+		CHECK (revoked_reason IS NULL OR (revoked_reason = 'leaked' AND revoked_at IS NOT NULL)),
+	CONSTRAINT tokens_scopes_check
+		CHECK (pg_catalog.cardinality(scopes) <= 32 AND pg_catalog.array_position(scopes, NULL) IS NULL),
+	CONSTRAINT tokens_metadata_check
+		CHECK (pg_catalog.jsonb_typeof(metadata) = 'object'
+			   AND pg_catalog.octet_length(metadata::text) <= 4096)
 ) WITH (fillfactor = 90);	-- room for HOT updates of last_used_at
 ALTER SEQUENCE iapi_tokens.token_id_seq OWNED BY iapi_tokens.tokens.id;
 
@@ -111,6 +118,10 @@ COMMENT ON COLUMN iapi_tokens.tokens.display_prefix IS
 	'The token prefix and the first 4 random characters: enough to tell tokens apart, not enough to guess one';
 COMMENT ON COLUMN iapi_tokens.tokens.last_used_at IS
 	'Last successful verification, as of the last usage flush (iapi_tokens.usage_flush_interval); without shared_preload_libraries, written at most once per iapi_tokens.last_used_interval';
+COMMENT ON COLUMN iapi_tokens.tokens.scopes IS
+	'The scopes the token is limited to (defined in iapi_tokens.scopes), fixed at creation; NULL: no restriction, empty: it can only identify itself';
+COMMENT ON COLUMN iapi_tokens.tokens.metadata IS
+	'A JSON object of at most 4096 bytes given at creation (a plan, a customer id); never secret, returned on verification';
 COMMENT ON COLUMN iapi_tokens.tokens.use_count IS
 	'Successful verifications applied so far by usage flushes (without shared_preload_libraries: the last_used_at writes)';
 COMMENT ON COLUMN iapi_tokens.sources.token_changes IS
@@ -187,6 +198,27 @@ COMMENT ON TABLE iapi_tokens.owner_limits IS
 
 SELECT pg_catalog.pg_extension_config_dump('iapi_tokens.owner_limits', '');
 
+-- The scopes a token may be limited to.  A token names them in
+-- tokens.scopes; creating one locks the rows it names (FOR KEY SHARE), so
+-- that drop_scope, which locks its row FOR UPDATE first, sees every token
+-- that holds the scope.
+CREATE TABLE iapi_tokens.scopes (
+	name text NOT NULL,
+	description text,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	CONSTRAINT scopes_pkey PRIMARY KEY (name),
+	CONSTRAINT scopes_name_check
+		CHECK (name ~ '^[a-z][a-z0-9_]*(:[a-z][a-z0-9_]*)*$'
+			   AND pg_catalog.char_length(name) <= 64),
+	CONSTRAINT scopes_description_check
+		CHECK (pg_catalog.char_length(description) <= 255)
+);
+
+COMMENT ON TABLE iapi_tokens.scopes IS
+	'The registry of scopes (define_scope, drop_scope): a token may be limited to some of them';
+
+SELECT pg_catalog.pg_extension_config_dump('iapi_tokens.scopes', '');
+
 
 -- ---------------------------------------------------------------------------
 -- Row-level security: a role granted SELECT on the table sees only its own
@@ -233,14 +265,16 @@ COMMENT ON FUNCTION iapi_tokens.hash_token(text) IS
 CREATE FUNCTION iapi_tokens.generate_token(
 	source_id bigint,
 	description text DEFAULT NULL,
-	lifetime interval DEFAULT NULL)
+	lifetime interval DEFAULT NULL,
+	scopes text[] DEFAULT NULL,
+	metadata jsonb DEFAULT NULL)
 RETURNS TABLE (id bigint, access_token text)
 AS 'MODULE_PATHNAME', 'iapi_tokens_generate_token'
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
-COMMENT ON FUNCTION iapi_tokens.generate_token(bigint, text, interval) IS
-	'Generates a token for a source and returns its id and plaintext; the plaintext is never shown again';
+COMMENT ON FUNCTION iapi_tokens.generate_token(bigint, text, interval, text[], jsonb) IS
+	'Generates a token for a source, limited to scopes if given, and returns its id and plaintext; the plaintext is never shown again';
 
 CREATE FUNCTION iapi_tokens.verify_token(token text)
 RETURNS TABLE (
@@ -250,12 +284,14 @@ RETURNS TABLE (
 	expires_at timestamptz,
 	last_used_at timestamptz,
 	owner regrole,
-	access_token_id uuid)
+	access_token_id uuid,
+	scopes text[],
+	metadata jsonb)
 AS 'MODULE_PATHNAME', 'iapi_tokens_verify_token_1_1'
 LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE ROWS 1;
 
 COMMENT ON FUNCTION iapi_tokens.verify_token(text) IS
-	'Returns one row for a valid token of either family (source_id for a source token, owner and access_token_id for a personal token) and no row otherwise; never raises an error for any input';
+	'Returns one row for a valid token of either family (source_id for a source token, owner and access_token_id for a personal token, and its scopes and metadata) and no row otherwise; never raises an error for any input';
 
 -- Not STRICT: authenticate(NULL) must forget the previous token.
 CREATE FUNCTION iapi_tokens.authenticate(token text)
@@ -266,7 +302,9 @@ RETURNS TABLE (
 	expires_at timestamptz,
 	last_used_at timestamptz,
 	owner regrole,
-	access_token_id uuid)
+	access_token_id uuid,
+	scopes text[],
+	metadata jsonb)
 AS 'MODULE_PATHNAME', 'iapi_tokens_authenticate'
 LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1;
 
@@ -282,12 +320,47 @@ RETURNS TABLE (
 	expires_at timestamptz,
 	last_used_at timestamptz,
 	owner regrole,
-	access_token_id uuid)
+	access_token_id uuid,
+	scopes text[],
+	metadata jsonb)
 AS 'MODULE_PATHNAME', 'iapi_tokens_current_token'
 LANGUAGE C STABLE PARALLEL RESTRICTED ROWS 1;
 
 COMMENT ON FUNCTION iapi_tokens.current_token() IS
 	'The token authenticate() accepted in this transaction, or no row; for functions and RLS policies';
+
+-- For RLS policies: STABLE, and false rather than an error.
+CREATE FUNCTION iapi_tokens.has_scope(scope text)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+RETURN coalesce((SELECT t.scopes IS NULL OR has_scope.scope = ANY (t.scopes)
+				   FROM iapi_tokens.current_token() t), false);
+
+COMMENT ON FUNCTION iapi_tokens.has_scope(text) IS
+	'Whether the current token (set by authenticate) may use scope: true for a token without restriction, false without a current token';
+
+CREATE FUNCTION iapi_tokens.require_scope(scope text)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT iapi_tokens.has_scope(require_scope.scope) THEN
+		IF NOT EXISTS (SELECT FROM iapi_tokens.current_token()) THEN
+			RAISE EXCEPTION 'scope "%" is required, and no token was authenticated', require_scope.scope
+				USING ERRCODE = 'insufficient_privilege',
+					  HINT = 'Call iapi_tokens.authenticate() with a token first.';
+		END IF;
+		RAISE EXCEPTION 'the token lacks scope "%"', require_scope.scope
+			USING ERRCODE = 'insufficient_privilege',
+				  HINT = 'Use a token created with this scope.';
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens.require_scope(text) IS
+	'Raises 42501, naming the scope and never the token, unless the current token may use scope';
 
 -- ---------------------------------------------------------------------------
 -- Caps: two active tokens per source, the owner's limit per role.  Each
@@ -884,7 +957,10 @@ RETURNS TABLE (
 	last_used_at timestamptz,
 	revoked_at timestamptz,
 	status text,
-	use_count bigint)
+	use_count bigint,
+	scopes text[],
+	metadata jsonb,
+	expires_in_days integer)
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -892,7 +968,8 @@ BEGIN
 	PERFORM iapi_tokens_internal.require_source(list_token_details.source_id);
 	RETURN QUERY
 		SELECT t.id, t.display_prefix, t.description, t.created_at,
-			   t.expires_at, t.last_used_at, t.revoked_at, v.status, t.use_count
+			   t.expires_at, t.last_used_at, t.revoked_at, v.status, t.use_count,
+			   t.scopes, t.metadata, iapi_tokens_internal.days_left(t.expires_at)
 		  FROM iapi_tokens.tokens t,
 			   LATERAL (SELECT CASE
 						WHEN t.revoked_at IS NOT NULL THEN 'revoked'
@@ -905,7 +982,7 @@ END
 $$;
 
 COMMENT ON FUNCTION iapi_tokens.list_token_details(bigint, boolean) IS
-	'A source''s tokens with prefix, description, expiry, last use, status and use count, newest first';
+	'A source''s tokens with prefix, description, expiry, last use, status, use count, scopes, metadata and days left, newest first';
 
 CREATE FUNCTION iapi_tokens.revoke_token(source_id bigint, token_id bigint)
 RETURNS jsonb
@@ -960,6 +1037,19 @@ COMMENT ON FUNCTION iapi_tokens.revoke_token(bigint, bigint) IS
 -- below as the tables' owner (src/run_as_owner.c).
 -- ---------------------------------------------------------------------------
 
+-- Whole days until expiry, as GitHub warns of them: NULL for a token that
+-- never expires, 0 from its last day on.
+CREATE FUNCTION iapi_tokens_internal.days_left(expires_at timestamptz)
+RETURNS integer
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT greatest(0, floor(extract(epoch FROM $1 - statement_timestamp()) / 86400))::integer
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.days_left(timestamptz) IS
+	'Whole days until expires_at, at least 0; NULL when it is NULL';
+
 -- The one place a token row becomes the personal-token row the interface
 -- returns.
 CREATE FUNCTION iapi_tokens_internal.as_personal_token(t iapi_tokens.tokens)
@@ -978,11 +1068,15 @@ RETURNS TABLE (
 	expired_at timestamptz,
 	last_used timestamptz,
 	created_at timestamptz,
-	use_count bigint)
+	use_count bigint,
+	scopes text[],
+	metadata jsonb,
+	expires_in_days integer)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-	SELECT (iapi_tokens_internal.as_personal_token(t)).*, t.use_count
+	SELECT (iapi_tokens_internal.as_personal_token(t)).*, t.use_count, t.scopes,
+		   t.metadata, iapi_tokens_internal.days_left(t.expires_at)
 	  FROM iapi_tokens.tokens t
 	 WHERE t.owner_role = $1 AND t.revoked_at IS NULL
 	 ORDER BY t.id DESC;
@@ -998,7 +1092,10 @@ RETURNS TABLE (
 	expired_at timestamptz,
 	last_used timestamptz,
 	created_at timestamptz,
-	use_count bigint)
+	use_count bigint,
+	scopes text[],
+	metadata jsonb,
+	expires_in_days integer)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1008,7 +1105,8 @@ BEGIN
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	RETURN QUERY
-		SELECT (iapi_tokens_internal.as_personal_token(t)).*, t.use_count
+		SELECT (iapi_tokens_internal.as_personal_token(t)).*, t.use_count, t.scopes,
+			   t.metadata, iapi_tokens_internal.days_left(t.expires_at)
 		  FROM iapi_tokens.tokens t
 		 WHERE t.token_uuid = personal_token_of.access_token_id
 		   AND t.owner_role = personal_token_of.owner
@@ -1026,6 +1124,83 @@ COMMENT ON FUNCTION iapi_tokens_internal.personal_token_of(regrole, uuid) IS
 
 -- No row when a trigger skipped the insert: the caller then refuses to hand
 -- out the token.
+-- The scopes a new token may hold: defined, at most 32, duplicates folded,
+-- sorted.  Locks their rows against drop_scope until the transaction ends.
+CREATE FUNCTION iapi_tokens_internal.checked_scopes(scopes text[])
+RETURNS text[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	folded text[];
+	missing text;
+BEGIN
+	IF checked_scopes.scopes IS NULL THEN
+		RETURN NULL;
+	END IF;
+	IF array_position(checked_scopes.scopes, NULL) IS NOT NULL THEN
+		RAISE EXCEPTION 'scopes must not contain null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	folded := ARRAY(SELECT DISTINCT s FROM unnest(checked_scopes.scopes) s ORDER BY s);
+	IF cardinality(folded) > 32 THEN
+		RAISE EXCEPTION 'too many scopes: %', cardinality(folded)
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'A token holds at most 32 scopes.';
+	END IF;
+	SELECT s INTO missing
+	  FROM unnest(folded) s
+	 WHERE s !~ '^[a-z][a-z0-9_]*(:[a-z][a-z0-9_]*)*$' OR char_length(s) > 64
+	 LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'invalid scope name: "%"', left(missing, 64)
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'A scope name matches ^[a-z][a-z0-9_]*(:[a-z][a-z0-9_]*)*$ and has at most 64 characters.';
+	END IF;
+	PERFORM FROM iapi_tokens.scopes d WHERE d.name = ANY (folded) ORDER BY d.name FOR KEY SHARE;
+	SELECT s INTO missing
+	  FROM unnest(folded) s
+	 WHERE NOT EXISTS (SELECT FROM iapi_tokens.scopes d WHERE d.name = s)
+	 LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'scope "%" is not defined', missing
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Define it first with iapi_tokens.define_scope().';
+	END IF;
+	RETURN folded;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.checked_scopes(text[]) IS
+	'A new token''s scopes, checked, folded and sorted; locks them against drop_scope';
+
+CREATE FUNCTION iapi_tokens_internal.checked_metadata(metadata jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF checked_metadata.metadata IS NULL THEN
+		RETURN NULL;
+	END IF;
+	IF jsonb_typeof(checked_metadata.metadata) <> 'object' THEN
+		RAISE EXCEPTION 'metadata must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('It was a JSON %s.', jsonb_typeof(checked_metadata.metadata));
+	END IF;
+	IF octet_length(checked_metadata.metadata::text) > 4096 THEN
+		RAISE EXCEPTION 'metadata is too large'
+			USING ERRCODE = 'string_data_right_truncation',
+				  DETAIL = format('It takes %s bytes as text; the maximum is 4096.',
+								  octet_length(checked_metadata.metadata::text));
+	END IF;
+	RETURN checked_metadata.metadata;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.checked_metadata(jsonb) IS
+	'A new token''s metadata, checked: a JSON object of at most 4096 bytes';
+
 CREATE FUNCTION iapi_tokens_internal.store_personal_token(
 	owner regrole,
 	token_hash bytea,
@@ -1033,26 +1208,31 @@ CREATE FUNCTION iapi_tokens_internal.store_personal_token(
 	description text,
 	lifetime_seconds integer,
 	created_at timestamptz,
-	max_tokens_per_owner integer)
+	max_tokens_per_owner integer,
+	scopes text[],
+	metadata jsonb)
 RETURNS SETOF iapi_tokens.personal_token
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	stored iapi_tokens.tokens;
+	token_scopes text[] := iapi_tokens_internal.checked_scopes(store_personal_token.scopes);
+	token_metadata jsonb := iapi_tokens_internal.checked_metadata(store_personal_token.metadata);
 BEGIN
 	PERFORM iapi_tokens_internal.lock_owner(store_personal_token.owner);
 	PERFORM iapi_tokens_internal.check_owner_limit(
 		store_personal_token.owner, store_personal_token.max_tokens_per_owner, NULL);
 	INSERT INTO iapi_tokens.tokens
 		(owner_role, token_uuid, token_hash, display_prefix, description,
-		 created_at, expires_at)
+		 created_at, expires_at, scopes, metadata)
 	VALUES (store_personal_token.owner, gen_random_uuid(),
 			store_personal_token.token_hash, store_personal_token.display_prefix,
 			store_personal_token.description, store_personal_token.created_at,
 			CASE WHEN store_personal_token.lifetime_seconds = -1 THEN NULL
 				 ELSE store_personal_token.created_at
-					  + make_interval(secs => store_personal_token.lifetime_seconds) END)
+					  + make_interval(secs => store_personal_token.lifetime_seconds) END,
+			token_scopes, token_metadata)
 	RETURNING * INTO stored;
 	IF NOT FOUND THEN
 		RETURN;
@@ -1062,7 +1242,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION iapi_tokens_internal.store_personal_token(regrole, bytea, text, text, integer, timestamptz, integer) IS
+COMMENT ON FUNCTION iapi_tokens_internal.store_personal_token(regrole, bytea, text, text, integer, timestamptz, integer, text[], jsonb) IS
 	'Stores a personal token minted by create_access_token (its hash, never the token)';
 
 -- The source-token twin of store_personal_token.
@@ -1072,19 +1252,25 @@ CREATE FUNCTION iapi_tokens_internal.store_source_token(
 	display_prefix text,
 	description text,
 	created_at timestamptz,
-	expires_at timestamptz)
+	expires_at timestamptz,
+	scopes text[],
+	metadata jsonb)
 RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	stored iapi_tokens.tokens;
+	token_scopes text[] := iapi_tokens_internal.checked_scopes(store_source_token.scopes);
+	token_metadata jsonb := iapi_tokens_internal.checked_metadata(store_source_token.metadata);
 BEGIN
 	INSERT INTO iapi_tokens.tokens
-		(source_id, token_hash, display_prefix, description, created_at, expires_at)
+		(source_id, token_hash, display_prefix, description, created_at, expires_at,
+		 scopes, metadata)
 	VALUES (store_source_token.source_id, store_source_token.token_hash,
 			store_source_token.display_prefix, store_source_token.description,
-			store_source_token.created_at, store_source_token.expires_at)
+			store_source_token.created_at, store_source_token.expires_at,
+			token_scopes, token_metadata)
 	RETURNING * INTO stored;
 	IF NOT FOUND THEN
 		RETURN;
@@ -1094,7 +1280,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION iapi_tokens_internal.store_source_token(bigint, bytea, text, text, timestamptz, timestamptz) IS
+COMMENT ON FUNCTION iapi_tokens_internal.store_source_token(bigint, bytea, text, text, timestamptz, timestamptz, text[], jsonb) IS
 	'Stores a source token minted by generate_token (its hash, never the token)';
 
 CREATE FUNCTION iapi_tokens_internal.delete_personal_token_of(owner regrole, token_id uuid)
@@ -1214,10 +1400,11 @@ BEGIN
 	END IF;
 	INSERT INTO iapi_tokens.tokens
 		(id, source_id, owner_role, token_uuid, token_hash, display_prefix,
-		 description, created_at, expires_at)
+		 description, created_at, expires_at, scopes, metadata)
 	VALUES (new_id, t.source_id, t.owner_role,
 			CASE WHEN t.owner_role IS NOT NULL THEN gen_random_uuid() END,
-			token_hash, display_prefix, t.description, now_ts, new_expires_at)
+			token_hash, display_prefix, t.description, now_ts, new_expires_at,
+			t.scopes, t.metadata)
 	RETURNING * INTO replacement;
 	IF FOUND THEN
 		PERFORM iapi_tokens_internal.record_creation(replacement);
@@ -1227,7 +1414,7 @@ END
 $$;
 
 COMMENT ON FUNCTION iapi_tokens_internal.replace_token(iapi_tokens.tokens, interval, bytea, text, timestamptz, timestamptz, integer) IS
-	'Ends a token (at once, or after its grace period) and stores its replacement';
+	'Ends a token (at once, or after its grace period) and stores its replacement, with its description, scopes and metadata';
 
 CREATE FUNCTION iapi_tokens_internal.rotate_personal_token_of(
 	owner regrole,
@@ -1279,7 +1466,9 @@ COMMENT ON FUNCTION iapi_tokens_internal.rotate_personal_token_of(regrole, uuid,
 
 CREATE FUNCTION iapi_tokens.create_access_token(
 	lifetime_seconds integer,
-	description text DEFAULT NULL)
+	description text DEFAULT NULL,
+	scopes text[] DEFAULT NULL,
+	metadata jsonb DEFAULT NULL)
 RETURNS TABLE (
 	token_value text,
 	token_id uuid,
@@ -1290,8 +1479,8 @@ RETURNS TABLE (
 AS 'MODULE_PATHNAME', 'iapi_tokens_create_access_token'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION iapi_tokens.create_access_token(integer, text) IS
-	'Creates a personal token owned by the calling role, as POST /v4/apiAccessTokens; lifetime_seconds -1 never expires; token_value is shown only here';
+COMMENT ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb) IS
+	'Creates a personal token owned by the calling role, as POST /v4/apiAccessTokens, limited to scopes if given; lifetime_seconds -1 never expires; token_value is shown only here';
 
 CREATE FUNCTION iapi_tokens.list_access_tokens()
 RETURNS TABLE (
@@ -1300,7 +1489,10 @@ RETURNS TABLE (
 	expired_at timestamptz,
 	last_used timestamptz,
 	created_at timestamptz,
-	use_count bigint)
+	use_count bigint,
+	scopes text[],
+	metadata jsonb,
+	expires_in_days integer)
 AS 'MODULE_PATHNAME', 'iapi_tokens_list_access_tokens'
 LANGUAGE C STABLE PARALLEL UNSAFE;
 
@@ -1314,7 +1506,10 @@ RETURNS TABLE (
 	expired_at timestamptz,
 	last_used timestamptz,
 	created_at timestamptz,
-	use_count bigint)
+	use_count bigint,
+	scopes text[],
+	metadata jsonb,
+	expires_in_days integer)
 AS 'MODULE_PATHNAME', 'iapi_tokens_get_access_token'
 LANGUAGE C STABLE PARALLEL UNSAFE;
 
@@ -1355,12 +1550,16 @@ RETURNS TABLE (
 	expired_at timestamptz,
 	last_used timestamptz,
 	created_at timestamptz,
-	use_count bigint)
+	use_count bigint,
+	scopes text[],
+	metadata jsonb,
+	expires_in_days integer)
 LANGUAGE sql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
 	SELECT t.token_uuid, t.owner_role, t.description, t.expires_at,
-		   t.last_used_at, t.created_at, t.use_count
+		   t.last_used_at, t.created_at, t.use_count, t.scopes, t.metadata,
+		   iapi_tokens_internal.days_left(t.expires_at)
 	  FROM iapi_tokens.tokens t
 	 WHERE t.owner_role IS NOT NULL AND t.revoked_at IS NULL
 	 ORDER BY t.id DESC;
@@ -1730,6 +1929,76 @@ COMMENT ON FUNCTION iapi_tokens.set_owner_limit(regrole, integer) IS
 	'Admin: sets a role''s maximum of active personal tokens (0: no limit; NULL: back to iapi_tokens.max_tokens_per_owner); it applies behind PostgREST too';
 
 -- ---------------------------------------------------------------------------
+-- Scopes
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION iapi_tokens.define_scope(name text, description text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF define_scope.name IS NULL THEN
+		RAISE EXCEPTION 'name must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF define_scope.name !~ '^[a-z][a-z0-9_]*(:[a-z][a-z0-9_]*)*$'
+		OR char_length(define_scope.name) > 64 THEN
+		RAISE EXCEPTION 'invalid scope name: "%"', left(define_scope.name, 64)
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'A scope name matches ^[a-z][a-z0-9_]*(:[a-z][a-z0-9_]*)*$ and has at most 64 characters.';
+	END IF;
+	IF char_length(define_scope.description) > 255 THEN
+		RAISE EXCEPTION 'scope description is too long'
+			USING ERRCODE = 'string_data_right_truncation',
+				  DETAIL = format('The description has %s characters; the maximum is 255.',
+								  char_length(define_scope.description));
+	END IF;
+	INSERT INTO iapi_tokens.scopes AS s (name, description)
+	VALUES (define_scope.name, define_scope.description)
+	ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens.define_scope(text, text) IS
+	'Admin: defines a scope that tokens may be limited to, or changes its description';
+
+CREATE FUNCTION iapi_tokens.drop_scope(name text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	holders bigint;
+BEGIN
+	IF drop_scope.name IS NULL THEN
+		RAISE EXCEPTION 'name must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	-- Waits for a token being created with the scope (FOR KEY SHARE).
+	PERFORM FROM iapi_tokens.scopes s WHERE s.name = drop_scope.name FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'scope "%" is not defined', drop_scope.name
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	SELECT count(*) INTO holders
+	  FROM iapi_tokens.tokens t
+	 WHERE t.scopes @> ARRAY[drop_scope.name]
+	   AND t.revoked_at IS NULL
+	   AND (t.expires_at IS NULL OR t.expires_at > statement_timestamp());
+	IF holders > 0 THEN
+		RAISE EXCEPTION 'scope "%" is held by % live tokens', drop_scope.name, holders
+			USING ERRCODE = 'dependent_objects_still_exist',
+				  HINT = 'Revoke those tokens, or let them expire, before dropping the scope.';
+	END IF;
+	DELETE FROM iapi_tokens.scopes s WHERE s.name = drop_scope.name;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens.drop_scope(text) IS
+	'Admin: drops a scope that no live token holds';
+
+-- ---------------------------------------------------------------------------
 -- Privileges, in one place.  Everything starts with no grant but its
 -- owner's: none for PUBLIC, none that ALTER DEFAULT PRIVILEGES added.  Then
 -- PUBLIC gets exactly the documented functions.
@@ -1807,5 +2076,7 @@ GRANT EXECUTE ON FUNCTION
 	iapi_tokens.hash_token(text),
 	iapi_tokens.verify_token(text),
 	iapi_tokens.authenticate(text),
-	iapi_tokens.current_token()
+	iapi_tokens.current_token(),
+	iapi_tokens.has_scope(text),
+	iapi_tokens.require_scope(text)
   TO PUBLIC;

@@ -78,7 +78,7 @@ CREATE ROLE regress_iapi_rest_group NOLOGIN;
 CREATE ROLE regress_iapi_rest_user NOLOGIN IN ROLE regress_iapi_rest_group;
 GRANT regress_iapi_rest_user TO CURRENT_USER;
 GRANT EXECUTE ON FUNCTION iapi_rest.create_access_token(integer, text),
-	iapi_tokens.create_access_token(integer, text) TO regress_iapi_rest_group;
+	iapi_tokens.create_access_token(integer, text, text[], jsonb) TO regress_iapi_rest_group;
 GRANT USAGE ON SCHEMA iapi_rest TO regress_iapi_rest_group;
 SET ROLE regress_iapi_rest_user;
 SELECT iapi_rest_internal.token_owner() AS owner;
@@ -93,7 +93,7 @@ SELECT count(*) AS group_tokens FROM iapi_tokens.tokens
  WHERE owner_role = 'regress_iapi_rest_group'::regrole;
 REVOKE USAGE ON SCHEMA iapi_rest FROM regress_iapi_rest_group;
 REVOKE EXECUTE ON FUNCTION iapi_rest.create_access_token(integer, text),
-	iapi_tokens.create_access_token(integer, text) FROM regress_iapi_rest_group;
+	iapi_tokens.create_access_token(integer, text, text[], jsonb) FROM regress_iapi_rest_group;
 DROP ROLE regress_iapi_rest_user, regress_iapi_rest_group;
 
 -- iapi_tokens cannot go while its PostgREST layer is installed.  The layer

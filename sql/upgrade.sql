@@ -205,7 +205,7 @@ SELECT use_count, last_used_at > :'t4_used' AS recorded
   FROM iapi_tokens.tokens WHERE id = :t4;
 
 -- Apart from those grants, the updated catalog is the fresh one.
-REVOKE EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text),
+REVOKE EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb),
 	iapi_tokens.rotate_access_token(uuid, interval) FROM regress_iapi_p12;
 REVOKE EXECUTE ON FUNCTION iapi_tokens.revoke_token(bigint, bigint) FROM regress_iapi_app;
 REVOKE EXECUTE ON FUNCTION iapi_tokens.list_token_details(bigint, boolean) FROM regress_iapi_app;

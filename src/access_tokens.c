@@ -33,6 +33,9 @@ enum
 	STORE_LIFETIME_SECONDS,
 	STORE_CREATED_AT,
 	STORE_MAX_TOKENS_PER_OWNER,
+	STORE_NARGS_1_3,
+	STORE_SCOPES = STORE_NARGS_1_3,
+	STORE_METADATA,
 	STORE_NARGS
 };
 
@@ -51,10 +54,13 @@ enum
 
 static OwnerStatement store_stmt = {
 	.what = "the access token insert",
-	.sql = "SELECT * FROM iapi_tokens_internal.store_personal_token($1, $2, $3, $4, $5, $6, $7)",
+	.sql = "SELECT * FROM iapi_tokens_internal.store_personal_token($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+	.sql_1_3 = "SELECT * FROM iapi_tokens_internal.store_personal_token($1, $2, $3, $4, $5, $6, $7)",
 	.sql_1_2 = "SELECT * FROM iapi_tokens.store_access_token($1, $2, $3, $4, $5, $6)",
 	.nargs = STORE_NARGS,
-	.argtypes = {REGROLEOID, BYTEAOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, INT4OID},
+	.nargs_1_3 = STORE_NARGS_1_3,
+	.argtypes = {REGROLEOID, BYTEAOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, INT4OID,
+	TEXTARRAYOID, JSONBOID},
 	.hash_param = STORE_HASH + 1,
 	.token_column = 0,			/* token_value */
 };
@@ -146,6 +152,9 @@ iapi_tokens_create_access_token(PG_FUNCTION_ARGS)
 	iapi_description_arg(fcinfo, 1, &args[STORE_DESCRIPTION], &nulls[STORE_DESCRIPTION]);
 	args[STORE_CREATED_AT] = TimestampTzGetDatum(GetCurrentTimestamp());
 	args[STORE_MAX_TOKENS_PER_OWNER] = Int32GetDatum(iapi_max_tokens_per_owner);
+	/* 1.4's scopes and metadata; a 1.3 signature has neither. */
+	iapi_optional_arg(fcinfo, 2, &args[STORE_SCOPES], &nulls[STORE_SCOPES]);
+	iapi_optional_arg(fcinfo, 3, &args[STORE_METADATA], &nulls[STORE_METADATA]);
 
 	iapi_store_new_token(fcinfo, &store_stmt, args, nulls);
 	return (Datum) 0;

@@ -88,7 +88,8 @@ iapi_tokens_authenticate(PG_FUNCTION_ARGS)
 
 	/* A failed attempt leaves nobody authenticated, not the previous token. */
 	current_valid = false;
-	if (PG_ARGISNULL(0) || !iapi_verify_token_columns(fcinfo, values, nulls))
+	if (PG_ARGISNULL(0) ||
+		!iapi_verify_token_columns(fcinfo, values, nulls, rsinfo->setDesc->natts))
 		return (Datum) 0;
 
 	oldcontext = MemoryContextSwitchTo(TopTransactionContext);

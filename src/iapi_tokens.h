@@ -57,17 +57,20 @@ typedef struct MintedToken
 /*
  * A fixed statement run as the owner of the extension's tables, prepared
  * once per backend.  The functions it calls are owner-only.  From 1.3 they
- * live in iapi_tokens_internal; sql_1_2 is the same statement for a
- * database still at 1.1 or 1.2, which this library keeps serving until
- * ALTER EXTENSION ... UPDATE.
+ * live in iapi_tokens_internal.  sql_1_3 and sql_1_2 are the same statement
+ * for a database still at 1.3, or at 1.1 or 1.2, which this library keeps
+ * serving until ALTER EXTENSION ... UPDATE; they take the first nargs_1_3
+ * arguments (all of them when it is 0), or no sql_1_3 means sql serves 1.3.
  */
 typedef struct OwnerStatement
 {
 	const char *what;			/* names the statement in an internal error */
 	const char *sql;
+	const char *sql_1_3;
 	const char *sql_1_2;
 	int			nargs;
-	Oid			argtypes[8];
+	int			nargs_1_3;
+	Oid			argtypes[10];
 
 	/*
 	 * For a statement that stores a minted token: the parameter ($n) that
@@ -76,8 +79,16 @@ typedef struct OwnerStatement
 	 */
 	int			hash_param;
 	int			token_column;
-	SPIPlanPtr	plans[2];		/* [0]: sql_1_2, [1]: sql */
+	SPIPlanPtr	plans[3];		/* [0]: sql_1_2, [1]: sql_1_3, [2]: sql */
 } OwnerStatement;
+
+/* The installed version's generation, for the statements above. */
+typedef enum IapiSchemaVersion
+{
+	IAPI_SCHEMA_1_2,			/* 1.0 to 1.2: no iapi_tokens_internal */
+	IAPI_SCHEMA_1_3,			/* no scopes */
+	IAPI_SCHEMA_1_4
+} IapiSchemaVersion;
 
 /* token_format.c */
 extern bool iapi_prefix_is_valid(const char *prefix, size_t len);
@@ -88,10 +99,13 @@ extern bool iapi_token_is_well_formed(const char *token, size_t len);
 extern bool iapi_minting;
 extern void iapi_description_arg(FunctionCallInfo fcinfo, int argno,
 								 Datum *arg, char *null);
+extern void iapi_optional_arg(FunctionCallInfo fcinfo, int argno,
+							  Datum *arg, char *null);
 extern void iapi_store_new_token(FunctionCallInfo fcinfo, OwnerStatement *stmt,
 								 Datum *args, char *nulls);
 
 /* run_as_owner.c */
+extern IapiSchemaVersion iapi_schema_version(void);
 extern uint64 iapi_run_as_owner(FunctionCallInfo fcinfo, OwnerStatement *stmt,
 								Datum *args, const char *nulls,
 								MintedToken *minted);
@@ -100,10 +114,14 @@ extern uint64 iapi_run_as_owner(FunctionCallInfo fcinfo, OwnerStatement *stmt,
 extern void iapi_sha256(const char *data, size_t len, uint8 *digest);
 extern Datum iapi_token_hash(const char *token, size_t len, TokenHash *hash);
 
-/* verify.c: the columns of verify_token 1.1, authenticate and current_token */
-#define IAPI_VERIFY_COLUMNS		7
+/*
+ * verify.c: the columns of verify_token, authenticate and current_token:
+ * seven from 1.1, and scopes and metadata from 1.4.
+ */
+#define IAPI_VERIFY_COLUMNS_1_1	7
+#define IAPI_VERIFY_COLUMNS		9
 extern bool iapi_verify_token_columns(FunctionCallInfo fcinfo, Datum *values,
-									  bool *nulls);
+									  bool *nulls, int ncolumns);
 
 /* current_token.c */
 extern void iapi_current_token_init(void);

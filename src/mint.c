@@ -56,6 +56,19 @@ iapi_store_new_token(FunctionCallInfo fcinfo, OwnerStatement *stmt,
 				 errdetail("A trigger on iapi_tokens.tokens skipped the insert.")));
 }
 
+/* Argument argno as it is, or NULL when absent or when the SQL has no such argument. */
+void
+iapi_optional_arg(FunctionCallInfo fcinfo, int argno, Datum *arg, char *null)
+{
+	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
+	{
+		*null = 'n';
+		return;
+	}
+	*arg = PG_GETARG_DATUM(argno);
+	*null = ' ';
+}
+
 /* An optional description argument: NULL, or at most 255 characters. */
 void
 iapi_description_arg(FunctionCallInfo fcinfo, int argno, Datum *arg, char *null)

@@ -47,18 +47,42 @@ tables_owner(void)
 	return owner;
 }
 
+/* Which generation of the extension's SQL is installed in this database. */
+IapiSchemaVersion
+iapi_schema_version(void)
+{
+	Oid			nsp;
+
+	if (!OidIsValid(get_namespace_oid("iapi_tokens_internal", true)))
+		return IAPI_SCHEMA_1_2;
+	nsp = get_namespace_oid("iapi_tokens", true);
+	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("scopes", nsp)))
+		return IAPI_SCHEMA_1_3;
+	return IAPI_SCHEMA_1_4;
+}
+
 /* The plan of stmt for the installed version of the extension. */
 static SPIPlanPtr
 owner_statement_plan(OwnerStatement *stmt)
 {
-	bool		current = OidIsValid(get_namespace_oid("iapi_tokens_internal", true));
-	const char *sql = current ? stmt->sql : stmt->sql_1_2;
+	IapiSchemaVersion version = iapi_schema_version();
+	const char *sql;
+	int			nargs = stmt->nargs;
+
+	if (version == IAPI_SCHEMA_1_4 || (version == IAPI_SCHEMA_1_3 && stmt->sql_1_3 == NULL))
+		sql = stmt->sql;
+	else
+	{
+		sql = (version == IAPI_SCHEMA_1_3) ? stmt->sql_1_3 : stmt->sql_1_2;
+		if (stmt->nargs_1_3 > 0)
+			nargs = stmt->nargs_1_3;
+	}
 
 	/* Only 1.3 declares the functions whose statements have no 1.2 form. */
 	if (sql == NULL)
 		elog(ERROR, "%s needs iapi_tokens 1.3 or later", stmt->what);
 
-	return iapi_saved_plan(&stmt->plans[current ? 1 : 0], sql, stmt->nargs,
+	return iapi_saved_plan(&stmt->plans[version], sql, nargs,
 						   stmt->argtypes, stmt->what);
 }
 

@@ -27,6 +27,9 @@ enum
 	STORE_DESCRIPTION,
 	STORE_CREATED_AT,
 	STORE_EXPIRES_AT,
+	STORE_NARGS_1_3,
+	STORE_SCOPES = STORE_NARGS_1_3,
+	STORE_METADATA,
 	STORE_NARGS
 };
 
@@ -44,12 +47,15 @@ enum
 /* Both return no row when a trigger skipped the insert. */
 static OwnerStatement store_stmt = {
 	.what = "the token insert",
-	.sql = "SELECT * FROM iapi_tokens_internal.store_source_token($1, $2, $3, $4, $5, $6)",
+	.sql = "SELECT * FROM iapi_tokens_internal.store_source_token($1, $2, $3, $4, $5, $6, $7, $8)",
+	.sql_1_3 = "SELECT * FROM iapi_tokens_internal.store_source_token($1, $2, $3, $4, $5, $6)",
 	.sql_1_2 = "INSERT INTO iapi_tokens.tokens"
 	" (source_id, token_hash, display_prefix, description, created_at, expires_at)"
 	" VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
 	.nargs = STORE_NARGS,
-	.argtypes = {INT8OID, BYTEAOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+	.nargs_1_3 = STORE_NARGS_1_3,
+	.argtypes = {INT8OID, BYTEAOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	TEXTARRAYOID, JSONBOID},
 	.hash_param = STORE_HASH + 1,
 	.token_column = 1,			/* access_token, after id */
 };
@@ -108,6 +114,9 @@ iapi_tokens_generate_token(PG_FUNCTION_ARGS)
 	else
 		args[STORE_EXPIRES_AT] = TimestampTzGetDatum(expiry_after(created_at,
 																  PG_GETARG_INTERVAL_P(2)));
+	/* 1.4's scopes and metadata; a 1.3 signature has neither. */
+	iapi_optional_arg(fcinfo, 3, &args[STORE_SCOPES], &nulls[STORE_SCOPES]);
+	iapi_optional_arg(fcinfo, 4, &args[STORE_METADATA], &nulls[STORE_METADATA]);
 
 	iapi_store_new_token(fcinfo, &store_stmt, args, nulls);
 	return (Datum) 0;

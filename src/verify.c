@@ -69,6 +69,8 @@ typedef struct TokensRelCache
 	AttrNumber	att_token_uuid;
 	/* 1.4: InvalidAttrNumber before */
 	AttrNumber	att_use_count;
+	AttrNumber	att_scopes;
+	AttrNumber	att_metadata;
 } TokensRelCache;
 
 typedef struct TokenRow
@@ -82,6 +84,10 @@ typedef struct TokenRow
 	TimestampTz created_at;
 	TimestampTz expires_at;
 	TimestampTz last_used_at;
+	Datum		scopes;			/* detoasted copies: they outlive the scan */
+	Datum		metadata;
+	bool		scopes_null;
+	bool		metadata_null;
 	bool		expires_null;
 	bool		last_used_null;
 	bool		source_null;
@@ -191,6 +197,8 @@ load_rel_cache(void)
 	rel_cache.att_owner_role = get_attnum(rel_cache.relid, "owner_role");
 	rel_cache.att_token_uuid = get_attnum(rel_cache.relid, "token_uuid");
 	rel_cache.att_use_count = get_attnum(rel_cache.relid, "use_count");
+	rel_cache.att_scopes = get_attnum(rel_cache.relid, "scopes");
+	rel_cache.att_metadata = get_attnum(rel_cache.relid, "metadata");
 	if (!ok)
 		rel_cache.valid = false;
 	return ok;
@@ -235,6 +243,17 @@ open_tokens(Relation *rel, Relation *index)
 		return true;
 	}
 	return false;
+}
+
+/* A varlena column of the slot, detoasted into the current context. */
+static Datum
+detoasted_copy(TupleTableSlot *slot, AttrNumber attnum, bool *isnull)
+{
+	Datum		value = slot_getattr(slot, attnum, isnull);
+
+	if (*isnull)
+		return (Datum) 0;
+	return PointerGetDatum(PG_DETOAST_DATUM_COPY(value));
 }
 
 /* One probe of the unique hash index, under the statement's snapshot. */
@@ -289,6 +308,11 @@ find_token(Datum hash, TokenRow *row)
 		(void) slot_getattr(slot, rel_cache.att_revoked_at, &isnull);
 		row->revoked = !isnull;
 		row->has_use_count = (rel_cache.att_use_count != InvalidAttrNumber);
+		row->scopes_null = row->metadata_null = true;
+		if (rel_cache.att_scopes != InvalidAttrNumber)
+			row->scopes = detoasted_copy(slot, rel_cache.att_scopes, &row->scopes_null);
+		if (rel_cache.att_metadata != InvalidAttrNumber)
+			row->metadata = detoasted_copy(slot, rel_cache.att_metadata, &row->metadata_null);
 	}
 
 	index_endscan(scan);
@@ -474,14 +498,18 @@ fill_1_0_columns(const TokenRow *row, Datum *values, bool *nulls)
 }
 
 /*
- * Verifies argument 0 and fills the seven columns of verify_token 1.1; false,
- * with nothing filled, for anything but a valid, active token.
+ * Verifies argument 0 and fills the columns of verify_token: seven as 1.1
+ * to 1.3 declare it, nine (scopes, metadata) from 1.4; false, with nothing
+ * filled, for anything but a valid, active token.
  */
 bool
-iapi_verify_token_columns(FunctionCallInfo fcinfo, Datum *values, bool *nulls)
+iapi_verify_token_columns(FunctionCallInfo fcinfo, Datum *values, bool *nulls,
+						  int ncolumns)
 {
 	TokenRow	row;
 
+	if (ncolumns != IAPI_VERIFY_COLUMNS_1_1 && ncolumns != IAPI_VERIFY_COLUMNS)
+		elog(ERROR, "verify_token is declared with %d columns", ncolumns);
 	if (!verify(fcinfo, &row))
 		return false;
 	fill_1_0_columns(&row, values, nulls);
@@ -489,12 +517,19 @@ iapi_verify_token_columns(FunctionCallInfo fcinfo, Datum *values, bool *nulls)
 	nulls[5] = row.owner_null;
 	values[6] = row.token_uuid;
 	nulls[6] = row.uuid_null;
+	if (ncolumns == IAPI_VERIFY_COLUMNS)
+	{
+		values[7] = row.scopes;
+		nulls[7] = row.scopes_null;
+		values[8] = row.metadata;
+		nulls[8] = row.metadata_null;
+	}
 	return true;
 }
 
 PG_FUNCTION_INFO_V1(iapi_tokens_verify_token_1_1);
 
-/* SQL: iapi_tokens.verify_token(text) RETURNS TABLE (token_id, source_id, ..., owner, access_token_id) */
+/* SQL: iapi_tokens.verify_token(text) RETURNS TABLE (token_id, source_id, ..., access_token_id[, scopes, metadata]) */
 Datum
 iapi_tokens_verify_token_1_1(PG_FUNCTION_ARGS)
 {
@@ -503,7 +538,7 @@ iapi_tokens_verify_token_1_1(PG_FUNCTION_ARGS)
 	bool		nulls[IAPI_VERIFY_COLUMNS];
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	if (iapi_verify_token_columns(fcinfo, values, nulls))
+	if (iapi_verify_token_columns(fcinfo, values, nulls, rsinfo->setDesc->natts))
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }
