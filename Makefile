@@ -45,7 +45,7 @@ DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql \
 # the install script sql/iapi_tokens--*.sql is never named as a test.
 REGRESS = format lifecycle expiry errors guc_bounds privileges catalog \
 	access_tokens owner_limits rotation purge_audit current_token bulk_load leaks \
-	usage upgrade rest_catalog
+	usage scopes upgrade rest_catalog
 REGRESS_OPTS = --inputdir=. --load-extension=pgcrypto
 
 # pg_isolation_regress reads test/specs/<spec>.spec and test/expected/<spec>.out.
@@ -53,7 +53,7 @@ ISOLATION = cap_read_committed cap_repeatable_read cap_serializable \
 	cap_direct_dml revoke_generate \
 	verify_invalidation rotate_generate owner_limit lock_order \
 	source_delete_generate leaked_rotate usage_revoke_read_committed \
-	usage_revoke_repeatable_read usage_revoke_serializable
+	usage_revoke_repeatable_read usage_revoke_serializable scope_drop_generate
 ISOLATION_OPTS = --inputdir=test --load-extension=iapi_tokens
 
 # TAP tests start their own clusters, which PostgreSQL refuses to do as root,

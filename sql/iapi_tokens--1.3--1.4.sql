@@ -187,11 +187,11 @@ RETURNS integer
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT greatest(0, floor(extract(epoch FROM $1 - statement_timestamp()) / 86400))::integer
+	SELECT greatest(0, ceil(extract(epoch FROM $1 - statement_timestamp()) / 86400))::integer
 $$;
 
 COMMENT ON FUNCTION iapi_tokens_internal.days_left(timestamptz) IS
-	'Whole days until expires_at, at least 0; NULL when it is NULL';
+	'Days until expires_at, rounded up, 0 once past; NULL when it is NULL';
 
 CREATE FUNCTION iapi_tokens_internal.personal_tokens_of(owner regrole)
 RETURNS TABLE (
@@ -618,7 +618,7 @@ BEGIN
 	END IF;
 	INSERT INTO iapi_tokens.scopes AS s (name, description)
 	VALUES (define_scope.name, define_scope.description)
-	ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description;
+	ON CONFLICT ON CONSTRAINT scopes_pkey DO UPDATE SET description = EXCLUDED.description;
 END
 $$;
 
@@ -649,8 +649,9 @@ BEGIN
 	   AND t.revoked_at IS NULL
 	   AND (t.expires_at IS NULL OR t.expires_at > statement_timestamp());
 	IF holders > 0 THEN
-		RAISE EXCEPTION 'scope "%" is held by % live tokens', drop_scope.name, holders
+		RAISE EXCEPTION 'scope "%" is held by live tokens', drop_scope.name
 			USING ERRCODE = 'dependent_objects_still_exist',
+				  DETAIL = format('%s active tokens hold it.', holders),
 				  HINT = 'Revoke those tokens, or let them expire, before dropping the scope.';
 	END IF;
 	DELETE FROM iapi_tokens.scopes s WHERE s.name = drop_scope.name;

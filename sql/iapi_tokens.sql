@@ -1037,18 +1037,18 @@ COMMENT ON FUNCTION iapi_tokens.revoke_token(bigint, bigint) IS
 -- below as the tables' owner (src/run_as_owner.c).
 -- ---------------------------------------------------------------------------
 
--- Whole days until expiry, as GitHub warns of them: NULL for a token that
--- never expires, 0 from its last day on.
+-- Days until expiry, rounded up, as GitHub counts them: NULL for a token
+-- that never expires, 0 once it has expired.
 CREATE FUNCTION iapi_tokens_internal.days_left(expires_at timestamptz)
 RETURNS integer
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT greatest(0, floor(extract(epoch FROM $1 - statement_timestamp()) / 86400))::integer
+	SELECT greatest(0, ceil(extract(epoch FROM $1 - statement_timestamp()) / 86400))::integer
 $$;
 
 COMMENT ON FUNCTION iapi_tokens_internal.days_left(timestamptz) IS
-	'Whole days until expires_at, at least 0; NULL when it is NULL';
+	'Days until expires_at, rounded up, 0 once past; NULL when it is NULL';
 
 -- The one place a token row becomes the personal-token row the interface
 -- returns.
@@ -1956,7 +1956,7 @@ BEGIN
 	END IF;
 	INSERT INTO iapi_tokens.scopes AS s (name, description)
 	VALUES (define_scope.name, define_scope.description)
-	ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description;
+	ON CONFLICT ON CONSTRAINT scopes_pkey DO UPDATE SET description = EXCLUDED.description;
 END
 $$;
 
@@ -1987,8 +1987,9 @@ BEGIN
 	   AND t.revoked_at IS NULL
 	   AND (t.expires_at IS NULL OR t.expires_at > statement_timestamp());
 	IF holders > 0 THEN
-		RAISE EXCEPTION 'scope "%" is held by % live tokens', drop_scope.name, holders
+		RAISE EXCEPTION 'scope "%" is held by live tokens', drop_scope.name
 			USING ERRCODE = 'dependent_objects_still_exist',
+				  DETAIL = format('%s active tokens hold it.', holders),
 				  HINT = 'Revoke those tokens, or let them expire, before dropping the scope.';
 	END IF;
 	DELETE FROM iapi_tokens.scopes s WHERE s.name = drop_scope.name;
