@@ -17,6 +17,8 @@
 --   iapi_token_user     group of the roles that own personal tokens: each
 --                       user is a role of its own, a member of this group,
 --                       named by the JWT's role claim (see README.md).
+--   iapi_leak_reporter  the JWT role of a secret scanner: POST
+--                       /rpc/revoke_leaked only.
 --
 -- The roles are NOLOGIN: only the authenticator reaches them, after
 -- PostgREST has checked the JWT that names them.  Anyone who could log in as
@@ -57,7 +59,8 @@ CREATE ROLE iapi_authenticator LOGIN NOINHERIT PASSWORD :'authenticator_password
 CREATE ROLE iapi_anon NOLOGIN;
 CREATE ROLE iapi_source_admin NOLOGIN;
 CREATE ROLE iapi_token_user NOLOGIN;
-GRANT iapi_anon, iapi_source_admin TO iapi_authenticator;
+CREATE ROLE iapi_leak_reporter NOLOGIN;
+GRANT iapi_anon, iapi_source_admin, iapi_leak_reporter TO iapi_authenticator;
 
 -- PostgREST passes request.headers, which holds X-Api-Key and the JWT, as a
 -- bind parameter: keep bind parameters of its statements out of the log,
@@ -73,14 +76,13 @@ ALTER ROLE iapi_authenticator SET log_parameter_max_length_on_error = 0;
 ALTER ROLE iapi_authenticator SET auto_explain.log_min_duration = -1;
 
 GRANT USAGE ON SCHEMA iapi_rest, iapi_rest_internal, iapi_tokens
-	TO iapi_anon, iapi_source_admin, iapi_token_user;
+	TO iapi_anon, iapi_source_admin, iapi_token_user, iapi_leak_reporter;
 
 -- The pre-request runs for every request, as the request's role, and so do
 -- the helpers of the SECURITY INVOKER routes: they read the request and
 -- raise errors, nothing else.
 GRANT EXECUTE ON FUNCTION
 	iapi_rest.authenticate(),
-	iapi_rest.whoami(),
 	iapi_tokens.authenticate(text),
 	iapi_tokens.current_token(),
 	iapi_rest_internal.request_header(text),
@@ -90,13 +92,25 @@ GRANT EXECUTE ON FUNCTION
 	iapi_rest_internal.path_param(anyelement, text, text),
 	iapi_rest_internal.iso8601_ms(timestamptz),
 	iapi_rest_internal.token_info(uuid, text, timestamptz, timestamptz, timestamptz),
-	iapi_rest_internal.token_owner()
+	iapi_rest_internal.token_owner(),
+	iapi_rest_internal.require_scope(text),
+	iapi_tokens.has_scope(text)
+	TO iapi_anon, iapi_source_admin, iapi_token_user, iapi_leak_reporter;
+
+-- The API-key routes: who the key belongs to, and the scoped example.
+GRANT EXECUTE ON FUNCTION
+	iapi_rest.whoami(),
+	iapi_rest.my_source()
 	TO iapi_anon, iapi_source_admin, iapi_token_user;
+
+-- A secret scanner's report.  The route runs as the extension's owner; the
+-- audit trail records iapi_leak_reporter as the acting role.
+GRANT EXECUTE ON FUNCTION iapi_rest.revoke_leaked(text[]) TO iapi_leak_reporter;
 
 GRANT EXECUTE ON FUNCTION
 	iapi_rest.create_source(text, text),
 	iapi_rest.list_sources(),
-	iapi_rest.generate_token(bigint),
+	iapi_rest.generate_token(bigint, text[], jsonb),
 	iapi_rest.generate_token_v3(bigint),
 	iapi_rest.list_tokens(bigint),
 	iapi_rest.revoke_token(bigint, bigint)
@@ -105,7 +119,7 @@ GRANT EXECUTE ON FUNCTION
 -- The personal-token routes run as the caller, who owns the tokens, so the
 -- caller also needs the core functions they call.
 GRANT EXECUTE ON FUNCTION
-	iapi_rest.create_access_token(integer, text),
+	iapi_rest.create_access_token(integer, text, text[], jsonb),
 	iapi_rest.list_access_tokens(),
 	iapi_rest.get_access_token(uuid),
 	iapi_rest.delete_access_token(uuid),

@@ -348,7 +348,9 @@ CREATE TYPE iapi_rest.identity AS (
 	created_at text,
 	expires_at text,
 	last_used_at text,
-	use_count bigint);
+	use_count bigint,
+	scopes text[],
+	metadata jsonb);
 
 COMMENT ON TYPE iapi_rest.identity IS
 	'Who a request''s X-Api-Key belongs to (GET /rpc/whoami)';
@@ -434,7 +436,10 @@ END;
 COMMENT ON FUNCTION iapi_rest.list_sources() IS
 	'GET /v4/sources: the caller''s client''s Source objects';
 
-CREATE FUNCTION iapi_rest.generate_token(source_id bigint DEFAULT NULL)
+CREATE FUNCTION iapi_rest.generate_token(
+	source_id bigint DEFAULT NULL,
+	scopes text[] DEFAULT NULL,
+	metadata jsonb DEFAULT NULL)
 RETURNS iapi_rest.import_api_token
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -447,7 +452,8 @@ BEGIN
 	sid := iapi_rest_internal.client_source(generate_token.source_id);
 	BEGIN
 		SELECT g.id, g.access_token INTO result
-		  FROM iapi_tokens.generate_token(sid) g;
+		  FROM iapi_tokens.generate_token(sid, NULL, NULL, generate_token.scopes,
+										  generate_token.metadata) g;
 	EXCEPTION WHEN check_violation THEN
 		PERFORM iapi_rest_internal.raise_http(409,
 			format('source %s already has two active tokens; revoke one first', sid),
@@ -463,8 +469,8 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
-COMMENT ON FUNCTION iapi_rest.generate_token(bigint) IS
-	'POST /v4/sources/{source_id}/tokens: {"id", "access_token"}; the token is shown only here';
+COMMENT ON FUNCTION iapi_rest.generate_token(bigint, text[], jsonb) IS
+	'POST /v4/sources/{source_id}/tokens: {"id", "access_token"}, with optional "scopes" and "metadata" in the body; the token is shown only here';
 
 -- Seed 001 returned every active token in plaintext.  Only hashes are kept,
 -- so the other tokens show their display prefix, masked.
@@ -561,7 +567,9 @@ COMMENT ON FUNCTION iapi_rest.revoke_token(bigint, bigint) IS
 
 CREATE FUNCTION iapi_rest.create_access_token(
 	"lifetimeSeconds" integer DEFAULT NULL,
-	description text DEFAULT NULL)
+	description text DEFAULT NULL,
+	scopes text[] DEFAULT NULL,
+	metadata jsonb DEFAULT NULL)
 RETURNS iapi_rest.access_token
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -581,7 +589,9 @@ BEGIN
 											 c.expired_at, c.last_used, c.created_at)
 		  INTO result
 		  FROM iapi_tokens.create_access_token("lifetimeSeconds",
-											   create_access_token.description) c;
+											   create_access_token.description,
+											   create_access_token.scopes,
+											   create_access_token.metadata) c;
 	EXCEPTION WHEN check_violation THEN
 		GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
 		PERFORM iapi_rest_internal.raise_http(409, msg || '; delete one first', NULL,
@@ -597,7 +607,7 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
-COMMENT ON FUNCTION iapi_rest.create_access_token(integer, text) IS
+COMMENT ON FUNCTION iapi_rest.create_access_token(integer, text, text[], jsonb) IS
 	'POST /v4/apiAccessTokens: 201 and {"tokenValue", "tokenInfo"}; the token is shown only here';
 
 CREATE FUNCTION iapi_rest.list_access_tokens()
@@ -714,7 +724,7 @@ BEGIN
 	-- Last use and count as the usage flushes applied them, not this request.
 	SELECT t.token_id, t.source_id, s.stitch_client_id, t.owner::text, t.access_token_id,
 		   iapi_tokens.iso8601(t.created_at), iapi_tokens.iso8601(t.expires_at),
-		   iapi_tokens.iso8601(k.last_used_at), k.use_count
+		   iapi_tokens.iso8601(k.last_used_at), k.use_count, t.scopes, t.metadata
 	  INTO result
 	  FROM iapi_tokens.current_token() t
 	  LEFT JOIN iapi_tokens.sources s ON s.id = t.source_id
@@ -728,6 +738,89 @@ $$;
 
 COMMENT ON FUNCTION iapi_rest.whoami() IS
 	'GET /rpc/whoami: who the request''s X-Api-Key belongs to: a source (and its client) or a role';
+
+-- A 403 with an RFC 6750 challenge that names the scope: only PostgREST's
+-- SQLSTATE PGRST can add the header.  Without a current token it is the 401
+-- of a missing key.
+CREATE FUNCTION iapi_rest_internal.require_scope(scope text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT FROM iapi_tokens.current_token()) THEN
+		PERFORM iapi_rest_internal.raise_unauthorized('no API key was given', NULL);
+	END IF;
+	IF iapi_tokens.has_scope(require_scope.scope) THEN
+		RETURN;
+	END IF;
+	RAISE SQLSTATE 'PGRST' USING
+		MESSAGE = pg_catalog.json_build_object(
+			'code', 'PT403',
+			'message', pg_catalog.format('the API key lacks scope "%s"', require_scope.scope),
+			'details', NULL,
+			'hint', 'Use a key created with this scope.')::text,
+		DETAIL = pg_catalog.json_build_object(
+			'status', 403,
+			'headers', pg_catalog.json_build_object('WWW-Authenticate',
+				pg_catalog.format('ApiKey realm="iapi_tokens", error="insufficient_scope", scope="%s"',
+								  require_scope.scope)))::text;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_rest_internal.require_scope(text) IS
+	'Internal: 403 with WWW-Authenticate error="insufficient_scope" unless the request''s API key may use scope; 401 without a key';
+
+-- The scoped example: an Import API key reads its own source, if it was
+-- created with scope sources:read (or without any restriction).
+CREATE FUNCTION iapi_rest.my_source()
+RETURNS iapi_rest.source
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	sid bigint;
+BEGIN
+	PERFORM iapi_rest_internal.require_scope('sources:read');
+	SELECT t.source_id INTO sid FROM iapi_tokens.current_token() t;
+	IF sid IS NULL THEN
+		PERFORM iapi_rest_internal.raise_http(404, 'the API key is not an Import API source token',
+			NULL, 'Use a key made by POST /v4/sources/{source_id}/tokens.');
+	END IF;
+	RETURN iapi_rest_internal.source(sid);
+END
+$$;
+
+COMMENT ON FUNCTION iapi_rest.my_source() IS
+	'GET /rpc/my_source (GET /v4/source): the Source object of the request''s Import API key; needs scope sources:read';
+
+CREATE TYPE iapi_rest.leak_report AS (revoked integer);
+
+COMMENT ON TYPE iapi_rest.leak_report IS
+	'The response of POST /rpc/revoke_leaked: {"revoked": n}';
+
+-- For a secret scanner's report.  The answer says how many were revoked,
+-- never which.
+CREATE FUNCTION iapi_rest.revoke_leaked(tokens text[] DEFAULT NULL)
+RETURNS iapi_rest.leak_report
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	revoked integer;
+BEGIN
+	revoked := iapi_tokens.revoke_leaked(revoke_leaked.tokens);
+	IF revoked IS NULL THEN
+		PERFORM iapi_rest_internal.raise_http(400,
+			'a report holds at most 1000 tokens, and a "tokens" array',
+			NULL, 'Send the tokens in batches of at most 1000.');
+	END IF;
+	RETURN ROW(revoked)::iapi_rest.leak_report;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_rest.revoke_leaked(text[]) IS
+	'POST /rpc/revoke_leaked (POST /v4/credentials/revoke) {"tokens": [...]}: revokes the valid ones and answers {"revoked": n}; 400 above 1000';
 
 -- ---------------------------------------------------------------------------
 -- Privileges.  The routes are nobody's: rest/roles.sql grants each to the
@@ -771,5 +864,6 @@ GRANT EXECUTE ON FUNCTION
 	iapi_rest_internal.path_param(anyelement, text, text),
 	iapi_rest_internal.iso8601_ms(timestamptz),
 	iapi_rest_internal.token_info(uuid, text, timestamptz, timestamptz, timestamptz),
-	iapi_rest_internal.token_owner()
+	iapi_rest_internal.token_owner(),
+	iapi_rest_internal.require_scope(text)
 	TO PUBLIC;

@@ -77,7 +77,7 @@ SELECT iapi_rest.list_sources();
 CREATE ROLE regress_iapi_rest_group NOLOGIN;
 CREATE ROLE regress_iapi_rest_user NOLOGIN IN ROLE regress_iapi_rest_group;
 GRANT regress_iapi_rest_user TO CURRENT_USER;
-GRANT EXECUTE ON FUNCTION iapi_rest.create_access_token(integer, text),
+GRANT EXECUTE ON FUNCTION iapi_rest.create_access_token(integer, text, text[], jsonb),
 	iapi_tokens.create_access_token(integer, text, text[], jsonb) TO regress_iapi_rest_group;
 GRANT USAGE ON SCHEMA iapi_rest TO regress_iapi_rest_group;
 SET ROLE regress_iapi_rest_user;
@@ -92,7 +92,7 @@ RESET ROLE;
 SELECT count(*) AS group_tokens FROM iapi_tokens.tokens
  WHERE owner_role = 'regress_iapi_rest_group'::regrole;
 REVOKE USAGE ON SCHEMA iapi_rest FROM regress_iapi_rest_group;
-REVOKE EXECUTE ON FUNCTION iapi_rest.create_access_token(integer, text),
+REVOKE EXECUTE ON FUNCTION iapi_rest.create_access_token(integer, text, text[], jsonb),
 	iapi_tokens.create_access_token(integer, text, text[], jsonb) FROM regress_iapi_rest_group;
 DROP ROLE regress_iapi_rest_user, regress_iapi_rest_group;
 
@@ -182,6 +182,16 @@ REVOKE EXECUTE ON FUNCTION iapi_rest.authenticate(), iapi_rest.generate_token_v3
 GRANT EXECUTE ON FUNCTION iapi_rest_internal.request_header(text) TO PUBLIC;
 SELECT * FROM public.iapi_rest_fingerprint() EXCEPT SELECT * FROM rest_fresh;
 SELECT * FROM rest_fresh EXCEPT SELECT * FROM public.iapi_rest_fingerprint();
+
+-- 1.2 changed the signatures of generate_token and create_access_token: the
+-- update makes their grants again, with a warning, since they then count as
+-- the extension's initial privileges.
+DROP EXTENSION iapi_tokens_rest;
+CREATE EXTENSION iapi_tokens_rest VERSION '1.1';
+GRANT EXECUTE ON FUNCTION iapi_rest.generate_token(bigint) TO regress_iapi_rest_app;
+ALTER EXTENSION iapi_tokens_rest UPDATE TO '1.2';
+SELECT has_function_privilege('regress_iapi_rest_app', 'iapi_rest.generate_token(bigint, text[], jsonb)', 'EXECUTE')
+	AS grant_carried;
 
 DROP EXTENSION iapi_tokens_rest;
 DROP SCHEMA iapi_rest;
