@@ -161,6 +161,55 @@ SELECT iapi_rest.authenticate() \g /dev/null
 SELECT '  ' || row_to_json(w) FROM iapi_rest.whoami() w;
 COMMIT;
 
+\echo '\n== Scopes: a key limited to what it may do, refused with 403 and then accepted'
+SELECT iapi_tokens.define_scope('sources:read', 'Read the source of the key') \g /dev/null
+SELECT iapi_tokens.define_scope('tokens:write', 'Create tokens') \g /dev/null
+BEGIN;
+SELECT set_config('request.jwt.claims', '{"role": "iapi_source_admin", "stitch_client_id": 116078}', true) \g /dev/null
+SELECT token_id AS other_http_token_id FROM iapi_tokens.list_tokens(:http_source) LIMIT 1 \gset
+SELECT iapi_rest.revoke_token(:http_source, :other_http_token_id) \g /dev/null
+-- POST /v4/sources/{id}/tokens {"scopes": ["tokens:write"], "metadata": {"plan": "pro"}}
+SELECT access_token AS narrow_token
+  FROM iapi_rest.generate_token(:http_source, ARRAY['tokens:write'], '{"plan": "pro"}') \gset
+-- ... and one with sources:read
+SELECT access_token AS reader_token
+  FROM iapi_rest.generate_token(:http_source, ARRAY['sources:read']) \gset
+COMMIT;
+-- GET /v4/source (GET /rpc/my_source) with each key, as PostgREST runs it.
+CREATE FUNCTION pg_temp.get_my_source(key text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+	body text;
+	detail text;
+BEGIN
+	PERFORM set_config('request.headers', json_build_object('x-api-key', key)::text, true);
+	PERFORM iapi_rest.authenticate();
+	SELECT '200 ' || json_build_object('id', s.id, 'name', s.name) INTO body FROM iapi_rest.my_source() s;
+	RETURN body;
+EXCEPTION WHEN SQLSTATE 'PGRST' THEN
+	GET STACKED DIAGNOSTICS body = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+	RETURN (detail::json->>'status') || ' ' || (body::json->>'message')
+		   || E'\n    WWW-Authenticate: ' || (detail::json->'headers'->>'WWW-Authenticate');
+END
+$$;
+BEGIN READ ONLY;
+SELECT '  key with tokens:write only -> ' || pg_temp.get_my_source(:'narrow_token');
+COMMIT;
+BEGIN READ ONLY;
+SELECT '  key with sources:read      -> ' || pg_temp.get_my_source(:'reader_token');
+COMMIT;
+BEGIN READ ONLY;
+SELECT set_config('request.headers', json_build_object('x-api-key', :'narrow_token')::text, true) \g /dev/null
+SELECT iapi_rest.authenticate() \g /dev/null
+SELECT '  GET /v4/whoami -> scopes ' || scopes::text || ', metadata ' || metadata::text FROM iapi_rest.whoami();
+COMMIT;
+
+\echo '\n== A secret scanner reports a leaked key: POST /v4/credentials/revoke'
+BEGIN;
+SELECT '  {"tokens": [leaked, junk]} -> ' || row_to_json(r)
+  FROM iapi_rest.revoke_leaked(ARRAY[:'reader_token', 'iapi_notatoken']) r;
+COMMIT;
+SELECT '  the leaked key now -> ' || count(*) || ' rows' FROM iapi_tokens.verify_token(:'reader_token');
+
 DROP EXTENSION iapi_tokens_rest;
 DROP SCHEMA iapi_rest;
 DROP EXTENSION iapi_tokens;
