@@ -105,7 +105,7 @@ GRANT EXECUTE ON FUNCTION
 
 -- A secret scanner's report.  The route runs as the extension's owner; the
 -- audit trail records iapi_leak_reporter as the acting role.
-GRANT EXECUTE ON FUNCTION iapi_rest.revoke_leaked(text[]) TO iapi_leak_reporter;
+GRANT EXECUTE ON FUNCTION iapi_rest.revoke_leaked(jsonb) TO iapi_leak_reporter;
 
 GRANT EXECUTE ON FUNCTION
 	iapi_rest.create_source(text, text),

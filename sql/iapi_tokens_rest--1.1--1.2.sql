@@ -201,32 +201,51 @@ CREATE TYPE iapi_rest.leak_report AS (revoked integer);
 COMMENT ON TYPE iapi_rest.leak_report IS
 	'The response of POST /rpc/revoke_leaked: {"revoked": n}';
 
-CREATE FUNCTION iapi_rest.revoke_leaked(tokens text[] DEFAULT NULL)
+CREATE TYPE iapi_rest_internal.token_list AS (tokens text[]);
+
+COMMENT ON TYPE iapi_rest_internal.token_list IS
+	'Internal: turns a JSON array of tokens into text[] without a query';
+
+CREATE FUNCTION iapi_rest.revoke_leaked(tokens jsonb DEFAULT NULL)
 RETURNS iapi_rest.leak_report
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+	reported text[];
 	revoked integer;
 BEGIN
-	revoked := iapi_tokens.revoke_leaked(revoke_leaked.tokens);
+	IF pg_catalog.jsonb_typeof(revoke_leaked.tokens) IS DISTINCT FROM 'array' THEN
+		PERFORM iapi_rest_internal.raise_http(400, 'the report needs a "tokens" array',
+			NULL, 'Send {"tokens": ["...", ...]}, at most 1000 tokens.');
+	END IF;
+	BEGIN
+		reported := (pg_catalog.jsonb_populate_record(NULL::iapi_rest_internal.token_list,
+			pg_catalog.jsonb_build_object('tokens', revoke_leaked.tokens))).tokens;
+	EXCEPTION WHEN OTHERS THEN
+		reported := NULL;
+	END;
+	IF reported IS NULL THEN
+		PERFORM iapi_rest_internal.raise_http(400, '"tokens" must be an array of strings',
+			NULL, 'Send {"tokens": ["...", ...]}, at most 1000 tokens.');
+	END IF;
+	revoked := iapi_tokens.revoke_leaked(reported);
 	IF revoked IS NULL THEN
-		PERFORM iapi_rest_internal.raise_http(400,
-			'a report holds at most 1000 tokens, and a "tokens" array',
+		PERFORM iapi_rest_internal.raise_http(400, 'a report holds at most 1000 tokens',
 			NULL, 'Send the tokens in batches of at most 1000.');
 	END IF;
 	RETURN ROW(revoked)::iapi_rest.leak_report;
 END
 $$;
 
-COMMENT ON FUNCTION iapi_rest.revoke_leaked(text[]) IS
-	'POST /rpc/revoke_leaked (POST /v4/credentials/revoke) {"tokens": [...]}: revokes the valid ones and answers {"revoked": n}; 400 above 1000';
+COMMENT ON FUNCTION iapi_rest.revoke_leaked(jsonb) IS
+	'POST /rpc/revoke_leaked (POST /v4/credentials/revoke) {"tokens": [...]}: revokes the valid ones and answers {"revoked": n}; 400 above 1000 or for anything but an array of strings';
 
 REVOKE ALL ON FUNCTION
 	iapi_rest.generate_token(bigint, text[], jsonb),
 	iapi_rest.create_access_token(integer, text, text[], jsonb),
 	iapi_rest.my_source(),
-	iapi_rest.revoke_leaked(text[]),
+	iapi_rest.revoke_leaked(jsonb),
 	iapi_rest_internal.require_scope(text)
   FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION iapi_rest_internal.require_scope(text) TO PUBLIC;

@@ -799,28 +799,51 @@ CREATE TYPE iapi_rest.leak_report AS (revoked integer);
 COMMENT ON TYPE iapi_rest.leak_report IS
 	'The response of POST /rpc/revoke_leaked: {"revoked": n}';
 
+CREATE TYPE iapi_rest_internal.token_list AS (tokens text[]);
+
+COMMENT ON TYPE iapi_rest_internal.token_list IS
+	'Internal: turns a JSON array of tokens into text[] without a query';
+
 -- For a secret scanner's report.  The answer says how many were revoked,
--- never which.
-CREATE FUNCTION iapi_rest.revoke_leaked(tokens text[] DEFAULT NULL)
+-- never which.  The body arrives as jsonb, not text[]: PostgreSQL's array
+-- parser quotes a malformed value, a token among others, in its error.
+-- jsonb_populate_record in a plain expression converts it without a query
+-- that auto_explain could print, and any error it raises is replaced by one
+-- that shows nothing of the input.
+CREATE FUNCTION iapi_rest.revoke_leaked(tokens jsonb DEFAULT NULL)
 RETURNS iapi_rest.leak_report
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+	reported text[];
 	revoked integer;
 BEGIN
-	revoked := iapi_tokens.revoke_leaked(revoke_leaked.tokens);
+	IF pg_catalog.jsonb_typeof(revoke_leaked.tokens) IS DISTINCT FROM 'array' THEN
+		PERFORM iapi_rest_internal.raise_http(400, 'the report needs a "tokens" array',
+			NULL, 'Send {"tokens": ["...", ...]}, at most 1000 tokens.');
+	END IF;
+	BEGIN
+		reported := (pg_catalog.jsonb_populate_record(NULL::iapi_rest_internal.token_list,
+			pg_catalog.jsonb_build_object('tokens', revoke_leaked.tokens))).tokens;
+	EXCEPTION WHEN OTHERS THEN
+		reported := NULL;
+	END;
+	IF reported IS NULL THEN
+		PERFORM iapi_rest_internal.raise_http(400, '"tokens" must be an array of strings',
+			NULL, 'Send {"tokens": ["...", ...]}, at most 1000 tokens.');
+	END IF;
+	revoked := iapi_tokens.revoke_leaked(reported);
 	IF revoked IS NULL THEN
-		PERFORM iapi_rest_internal.raise_http(400,
-			'a report holds at most 1000 tokens, and a "tokens" array',
+		PERFORM iapi_rest_internal.raise_http(400, 'a report holds at most 1000 tokens',
 			NULL, 'Send the tokens in batches of at most 1000.');
 	END IF;
 	RETURN ROW(revoked)::iapi_rest.leak_report;
 END
 $$;
 
-COMMENT ON FUNCTION iapi_rest.revoke_leaked(text[]) IS
-	'POST /rpc/revoke_leaked (POST /v4/credentials/revoke) {"tokens": [...]}: revokes the valid ones and answers {"revoked": n}; 400 above 1000';
+COMMENT ON FUNCTION iapi_rest.revoke_leaked(jsonb) IS
+	'POST /rpc/revoke_leaked (POST /v4/credentials/revoke) {"tokens": [...]}: revokes the valid ones and answers {"revoked": n}; 400 above 1000 or for anything but an array of strings';
 
 -- ---------------------------------------------------------------------------
 -- Privileges.  The routes are nobody's: rest/roles.sql grants each to the

@@ -5,7 +5,8 @@
 # tokens (also as a bind parameter), revocation, the cap error, argument
 # errors, and verification while the token's row is locked; once more with
 # log_min_messages = debug5.  Then the 1.1 paths: both rotations, personal
-# tokens, their errors and the limits, purge, and the audit trail.
+# tokens, their errors and the limits, purge, and the audit trail; and
+# revoke_leaked, whose reported tokens, valid or not, reach no log either.
 #
 # Statements are not logged (log_statement = none), and no statement whose
 # text holds a token fails, so any token in the log was put there by the
@@ -14,11 +15,14 @@
 # Then auto_explain (log_min_duration 0, nested statements, verbose), which
 # prints the plan of every statement the executor runs, including the
 # constants a custom plan makes of parameters.  In a second cluster: with
-# rest/roles.sql as shipped, nothing of PostgREST's authenticator reaches the
-# log; and with auto_explain on for every role, no statement the extension
-# runs, core or REST layer, holds a token (see "auto_explain" below for how
-# the caller's own statements are told apart).  A third cluster loads
-# auto_explain only after rest/roles.sql ran.
+# rest/roles.sql as shipped, no token of PostgREST's authenticator reaches
+# the log, neither through auto_explain nor with log_statement = all for it;
+# and with auto_explain on for every role, no statement the extension runs,
+# core or REST layer, holds a token (see "auto_explain" below for how the
+# caller's own statements are told apart).  Both include a secret scanner's
+# report to POST /rpc/revoke_leaked: a valid, a forged and a made-up token,
+# then more than 1000 (a 400).  A third cluster loads auto_explain only
+# after rest/roles.sql ran.
 
 use strict;
 use warnings;
@@ -612,6 +616,11 @@ sub roles_sql_keeps_tokens_out
 	my $offset = -s $node->logfile;
 	my @known;
 
+	# Every statement of the authenticator is logged: rest/roles.sql keeps
+	# their bind parameters out (log_parameter_max_length and
+	# log_parameter_max_length_on_error = 0).
+	$node->safe_psql('postgres', q{ALTER ROLE iapi_authenticator SET log_statement = 'all'});
+
 	my $dbh = connect_as($node, 'iapi_authenticator');
 	is($dbh->selectrow_array('SHOW auto_explain.log_min_duration'), '-1',
 		"$name: auto_explain is off for the authenticator");
@@ -668,7 +677,21 @@ sub roles_sql_keeps_tokens_out
 		headers => { 'X-Api-Key' => $token });
 	is($res->{status}, 201, "$name: POST /rpc/create_access_token with an X-Api-Key");
 	push @known, $res->{json}{tokenValue} // ();
+
+	# A secret scanner's report: the valid token, a forged one and a made-up
+	# one; then more than 1000, which is refused.
+	my $reporter = { role => 'iapi_leak_reporter' };
+	$res = $api->request(method => 'POST', path => '/rpc/revoke_leaked',
+		claims => $reporter,
+		body => { tokens => [ $token, forged($token), 'iapi_' . ('0' x 39) ] });
+	is($res->{status}, 200, "$name: POST /rpc/revoke_leaked");
+	is($res->{json}{revoked}, 1, "$name: revoke_leaked revokes the valid token");
+	$res = $api->request(method => 'POST', path => '/rpc/revoke_leaked',
+		claims => $reporter,
+		body => { tokens => [ map { sprintf('iapi_%039d', $_) } 1 .. 1001 ] });
+	is($res->{status}, 400, "$name: POST /rpc/revoke_leaked with 1001 tokens");
 	$api->dbh->disconnect;
+	$node->safe_psql('postgres', 'ALTER ROLE iapi_authenticator RESET log_statement');
 
 	# Other roles are still explained.
 	$node->safe_psql('postgres', q{SELECT 'other roles are still explained' AS marker});
@@ -676,6 +699,10 @@ sub roles_sql_keeps_tokens_out
 	my $log = slurp_file($node->logfile, $offset);
 	like($log, qr/Query Text: SELECT 'other roles are still explained' AS marker/,
 		"$name: auto_explain logs the statements of other roles");
+	like($log, qr/LOG:  execute [^\n]*LATERAL "iapi_rest"\."revoke_leaked"\("tokens"/,
+		"$name: the authenticator's statements are logged");
+	like($log, qr/ERROR:  a report holds at most 1000 tokens/,
+		"$name: the refused report is logged");
 	ok(!holds_token($log, @known), "$name: no token in the log")
 	  or diag(redacted(join('', map { $_->{text} } grep { holds_token($_->{text}, @known) } log_messages($log))));
 	return;
@@ -795,6 +822,22 @@ foreach my $user ($x_superuser, 'app')
 		claims => $client, body => { name => 'explained_http_two' },
 		headers => { 'X-Api-Key' => $h2 });
 	is($res->{status}, 201, 'auto_explain: a POST with an X-Api-Key');
+
+	# A secret scanner's report, valid, forged and made up; then more than
+	# 1000 tokens, refused.
+	my $reporter = { role => 'iapi_leak_reporter' };
+	$res = $api->request(method => 'POST', path => '/rpc/revoke_leaked',
+		claims => $reporter,
+		body => { tokens => [ $h1, forged($h2), 'iapi_' . ('0' x 39) ] });
+	is($res->{status}, 200, 'auto_explain: POST /rpc/revoke_leaked');
+	is($res->{json}{revoked}, 1, 'auto_explain: revoke_leaked revokes the one valid token');
+	$res = $api->request(method => 'POST', path => '/rpc/revoke_leaked',
+		claims => $reporter,
+		body => { tokens => [ $h2, map { sprintf('iapi_%039d', $_) } 1 .. 1000 ] });
+	is($res->{status}, 400, 'auto_explain: POST /rpc/revoke_leaked with 1001 tokens');
+	$res = $api->request(method => 'GET', path => '/rpc/whoami',
+		headers => { 'X-Api-Key' => $h2 });
+	is($res->{status}, 200, 'auto_explain: the refused report revoked nothing');
 	$api->dbh->disconnect;
 }
 
@@ -814,13 +857,44 @@ foreach my $user ($x_superuser, 'app')
 		'auto_explain: so is PostgREST\'s request.headers, with auto_explain on for its role');
 	# The extension's statements were logged: the check looked at them.
 	foreach my $function ('iapi_rest.authenticate()', 'iapi_rest.generate_token_v3(bigint)',
-		'iapi_rest.create_access_token(integer,text)', 'iapi_tokens.list_token_details(bigint,boolean)')
+		'iapi_rest.create_access_token(integer,text,text[],jsonb)',
+		'iapi_rest.revoke_leaked(jsonb)', 'iapi_tokens.list_token_details(bigint,boolean)')
 	{
 		ok(scalar(grep { $_->{plan} && $_->{context} && $_->{text} =~ /PL\/pgSQL function \Q$function\E line/ } @messages),
 			"auto_explain: the statements of $function are logged");
 	}
 	ok(scalar(grep { $_->{plan} && $_->{context} && ($_->{query} // '') =~ /^UPDATE iapi_tokens\.tokens\s+SET last_used_at/ } @messages),
 		'auto_explain: so is verify_token\'s record of a use');
+	ok(scalar(grep { $_->{plan} && $_->{context} && ($_->{query} // '') =~ /revoke_leaked_hashes\(\$1\)/ } @messages),
+		'auto_explain: so is revoke_leaked\'s revocation, which sees only the hashes');
+}
+
+# A report whose "tokens" is a JSON string, not an array.  PostgREST's own
+# statement turns the body into the route's text[] argument, and the array
+# parser's error quotes the value it could not read: the reported token, in
+# the response and in the log, before iapi_rest.revoke_leaked runs.
+{
+	my $offset = -s $xnode->logfile;
+	my $sid = $xnode->safe_psql('postgres', q{SELECT iapi_tokens.create_source('not_an_array')});
+	my $token = $xnode->safe_psql('postgres',
+		"SELECT access_token FROM iapi_tokens.generate_token($sid)");
+	like($token, $token_re, 'a report that is not an array: a source token');
+	my $api = PostgrestReplay->new(
+		host => $xnode->host,
+		port => $xnode->port,
+		dbname => 'postgres',
+		user => 'iapi_authenticator');
+	my $res = $api->request(method => 'POST', path => '/rpc/revoke_leaked',
+		claims => { role => 'iapi_leak_reporter' }, body => { tokens => $token });
+	is($res->{status}, 400, 'a report that is not an array: 400');
+	$api->dbh->disconnect;
+	my $log = slurp_file($xnode->logfile, $offset);
+	my (undef, $others) = token_messages($log, $token);
+	# The route takes jsonb: no array parser quotes the value in an error.
+	ok(index($res->{body}, substr($token, length($token) - 39, 33)) < 0,
+		'a report that is not an array: the token is not in the response');
+	is(scalar(@$others), 0, 'a report that is not an array: the token is not in the log')
+	  or diag(redacted(join('', map { $_->{text} } @$others)));
 }
 
 $xnode->stop;

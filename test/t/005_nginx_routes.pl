@@ -5,9 +5,10 @@
 # upstream that reports what it received, and checks every route: the
 # upstream method and URI (never a query string), the path parameters as
 # X-Iapi-Source-Id / X-Iapi-Token-Id (never the client's own copies), the
-# credentials passed through, and the replaced bodies.  Then the errors
-# nginx answers itself, none of which may reach the upstream, and that no
-# credential reaches the logs.
+# credentials passed through, and the replaced bodies or, for
+# POST /v4/credentials/revoke, the secret scanner's report passed through.
+# Then the errors nginx answers itself, none of which may reach the
+# upstream, and that no credential, and no reported token, reaches the logs.
 #
 # Needs nginx, not PostgreSQL.
 
@@ -262,6 +263,7 @@ my $uuid = '3f2b8c1e-9d4a-4e6f-8a1b-2c3d4e5f6a7b';
 my $uuid_upper = uc $uuid;
 my $source_body = '{"name":"route test source","client_id":116078}';
 my $token_body  = '{"description":"route test token","lifetime":"1 day"}';
+my $revoke_body = '{"tokens":["route test leaked token","iapi_leaked"]}';
 
 # request and upstream: method and path; body and type: what the client
 # sends; source and token: the X-Iapi headers PostgREST must see (undef:
@@ -328,6 +330,18 @@ my @routes = (
 		request  => 'GET /v4/whoami',
 		upstream => 'GET /rpc/whoami',
 		sent     => '',
+	},
+	{
+		request  => 'GET /v4/source',
+		upstream => 'GET /rpc/my_source',
+		sent     => '',
+	},
+	{
+		request  => 'POST /v4/credentials/revoke',
+		body     => $revoke_body,
+		type     => 'application/json',
+		upstream => 'POST /rpc/revoke_leaked',
+		sent     => $revoke_body,
 	},);
 
 my $max_on_connection = 0;
@@ -439,6 +453,10 @@ my @not_found = (
 		'uuid with a non-hex digit' ],
 	[ 'GET', "/v4/apiAccessTokens/${uuid}0", 'uuid with an extra hex digit' ],
 	[ 'GET', "/v4/apiAccessTokens/$uuid/",   'uuid with a trailing slash' ],
+	[ 'GET', '/v4/source/',          'trailing slash on /v4/source' ],
+	[ 'GET', '/v4/source/42',        'a source id after /v4/source' ],
+	[ 'POST', '/v4/credentials',     'credentials without revoke' ],
+	[ 'POST', '/v4/credentials/revoke/', 'trailing slash on credentials/revoke' ],
 	[ 'GET', '/v4/nope',             'unknown path' ],
 	[ 'GET', '/v4/nope.html',        'unknown path with an extension' ],
 	[ 'GET', '/',                    'root' ],);
@@ -461,7 +479,13 @@ my @wrong_methods = (
 	[ 'PATCH',  '/v4/apiAccessTokens',       'GET, POST' ],
 	[ 'POST',   "/v4/apiAccessTokens/$uuid", 'GET, DELETE' ],
 	[ 'POST',   '/v4/whoami',                'GET' ],
-	[ 'HEAD',   '/v4/whoami',                'GET' ],);
+	[ 'HEAD',   '/v4/whoami',                'GET' ],
+	[ 'POST',   '/v4/source',                'GET' ],
+	[ 'DELETE', '/v4/source',                'GET' ],
+	[ 'HEAD',   '/v4/source',                'GET' ],
+	[ 'GET',    '/v4/credentials/revoke',    'POST' ],
+	[ 'PUT',    '/v4/credentials/revoke',    'POST' ],
+	[ 'DELETE', '/v4/credentials/revoke',    'POST' ],);
 for my $case (@wrong_methods)
 {
 	my ($method, $path, $allow) = @$case;
@@ -485,6 +509,20 @@ my $hits_after = () = slurp($hits_file) =~ /\n/g;
 is($hits_after, $hits_before, 'no error case reached the upstream');
 is($hits_before, scalar(@routes), 'each route reached the upstream once');
 
+# A secret scanner's largest report: 1000 tokens of 44 characters, about
+# 47 kB of JSON, is what revoke_leaked takes in one call (400 above it).
+{
+	my $batch = '{"tokens":['
+	  . join(',', map { sprintf('"iapi_%039d"', $_) } 1 .. 1000) . ']}';
+	my $res = request('POST', '/v4/credentials/revoke', $batch,
+		'Content-Type' => 'application/json');
+	is($res->{status}, 200,
+		'POST /v4/credentials/revoke: a report of 1000 tokens is proxied');
+	my $echo = eval { decode_json($res->{content}) } // {};
+	ok(defined $echo->{body} && $echo->{body} eq $batch,
+		'POST /v4/credentials/revoke: the report of 1000 tokens reaches PostgREST whole');
+}
+
 # ---------------------------------------------------------------------------
 # Logs.
 # ---------------------------------------------------------------------------
@@ -501,6 +539,7 @@ for my $log ([ 'access log', $access_log ], [ 'error log', $error_log ])
 	unlike($text, qr/iapi_xyz/,   "the $name holds no API key");
 	unlike($text, qr/Bearer/,     "the $name holds no bearer token");
 	unlike($text, qr/route test/, "the $name holds no request body");
+	unlike($text, qr/iapi_leaked/, "the $name holds no reported token");
 }
 
 # ---------------------------------------------------------------------------
