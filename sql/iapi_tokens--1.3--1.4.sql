@@ -671,6 +671,9 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	batch_size integer := cardinality(apply_usage.token_ids);
+	saved_lock_timeout text := current_setting('lock_timeout');
+	applied bigint;
+	skipped bigint[];
 BEGIN
 	IF apply_usage.token_ids IS NULL OR apply_usage.used_at IS NULL
 		OR apply_usage.use_counts IS NULL THEN
@@ -698,30 +701,54 @@ BEGIN
 				  DETAIL = 'Every token id and time is given, and every count is at least 1.';
 	END IF;
 
-	RETURN QUERY
-	WITH batch AS (
-		-- A time ahead of this server's clock (a standby's skew) is clamped.
-		SELECT u.id, max(least(u.at, clock_timestamp())) AS at, sum(u.n)::bigint AS n
-		  FROM unnest(apply_usage.token_ids, apply_usage.used_at,
-					  apply_usage.use_counts) AS u(id, at, n)
-		 GROUP BY u.id),
-	locked AS (
-		SELECT t.id
-		  FROM iapi_tokens.tokens t
-		 WHERE t.id IN (SELECT b.id FROM batch b)
-		   FOR NO KEY UPDATE SKIP LOCKED),
-	updated AS (
-		UPDATE iapi_tokens.tokens t
-		   SET last_used_at = greatest(t.last_used_at, b.at),
-			   use_count = t.use_count + b.n
-		  FROM batch b
-		 WHERE t.id = b.id AND t.id IN (SELECT l.id FROM locked l)
-		RETURNING t.id, b.n)
-	SELECT (SELECT coalesce(sum(u.n), 0)::bigint FROM updated u),
-		   ARRAY(SELECT b.id FROM batch b
-				  WHERE EXISTS (SELECT FROM iapi_tokens.tokens t WHERE t.id = b.id)
-					AND NOT EXISTS (SELECT FROM updated u WHERE u.id = b.id)
-				  ORDER BY b.id);
+	-- Fast path: one UPDATE, which waits at most 10 ms for a row lock.  A
+	-- row held longer (a revocation in progress) sends the batch to the
+	-- slow path, which locks with SKIP LOCKED and reports what it skipped.
+	BEGIN
+		PERFORM set_config('lock_timeout', '10ms', true);
+		WITH batch AS (
+			-- A time ahead of this server's clock (a standby's skew) is clamped.
+			SELECT u.id, max(least(u.at, clock_timestamp())) AS at, sum(u.n)::bigint AS n
+			  FROM unnest(apply_usage.token_ids, apply_usage.used_at,
+						  apply_usage.use_counts) AS u(id, at, n)
+			 GROUP BY u.id),
+		updated AS (
+			UPDATE iapi_tokens.tokens t
+			   SET last_used_at = greatest(t.last_used_at, b.at),
+				   use_count = t.use_count + b.n
+			  FROM batch b
+			 WHERE t.id = b.id
+			RETURNING b.n)
+		SELECT coalesce(sum(u.n), 0)::bigint INTO applied FROM updated u;
+		skipped := '{}';
+		PERFORM set_config('lock_timeout', saved_lock_timeout, true);
+	EXCEPTION WHEN lock_not_available THEN
+		WITH batch AS (
+			SELECT u.id, max(least(u.at, clock_timestamp())) AS at, sum(u.n)::bigint AS n
+			  FROM unnest(apply_usage.token_ids, apply_usage.used_at,
+						  apply_usage.use_counts) AS u(id, at, n)
+			 GROUP BY u.id),
+		-- One index probe per token, joined once: no semi-join that rescans.
+		locked AS (
+			SELECT t.id, b.at, b.n
+			  FROM iapi_tokens.tokens t
+			  JOIN batch b ON b.id = t.id
+			   FOR NO KEY UPDATE OF t SKIP LOCKED),
+		updated AS (
+			UPDATE iapi_tokens.tokens t
+			   SET last_used_at = greatest(t.last_used_at, l.at),
+				   use_count = t.use_count + l.n
+			  FROM locked l
+			 WHERE t.id = l.id
+			RETURNING t.id, l.n)
+		SELECT (SELECT coalesce(sum(u.n), 0)::bigint FROM updated u),
+			   ARRAY(SELECT b.id FROM batch b
+					  WHERE NOT EXISTS (SELECT FROM updated u WHERE u.id = b.id)
+						AND EXISTS (SELECT FROM iapi_tokens.tokens t WHERE t.id = b.id)
+					  ORDER BY b.id)
+		  INTO applied, skipped;
+	END;
+	RETURN QUERY SELECT applied, skipped;
 END
 $$;
 
