@@ -4,16 +4,20 @@
  *	  Background workers that apply recorded token use.
  *
  * The launcher, a static worker connected to no database, wakes every
- * iapi_tokens.usage_flush_interval (or early, when the shared table is half
- * full).  For each database with pending uses it starts one short-lived
- * flush worker connected to that database, and waits for it: one worker
- * slot at most, whatever the number of databases.
+ * iapi_tokens.usage_flush_interval.  For each database with pending uses
+ * it makes sure a flush worker connected to that database runs, and wakes
+ * it early when the shared table is half full.
  *
  * A flush worker applies its database's uses in batches, one short
  * transaction each, through iapi_tokens.apply_usage(): on a primary with
  * SPI, on a hot standby over libpq to the same database on the primary
- * (iapi_tokens.usage_primary_conninfo).  Only what a batch applied is taken
- * off the shared table, so a failure leaves the uses to the next flush.
+ * (iapi_tokens.usage_primary_conninfo), on a connection it keeps.  Only
+ * what a batch applied is taken off the shared table, so a failure leaves
+ * the uses to the next flush.  It flushes every interval while there is
+ * something to flush, and exits after the first round that finds nothing,
+ * so that an idle database has no worker connected (DROP DATABASE waits for
+ * one interval at most).  An error ends it; the launcher starts another,
+ * backing off after failures.
  *
  *-------------------------------------------------------------------------
  */
@@ -101,8 +105,40 @@ database_is_flushable(Oid dbid)
 	return ok;
 }
 
+/* The flush workers the launcher started, by database. */
+typedef struct FlushWorker
+{
+	Oid			dbid;
+	BackgroundWorkerHandle *handle;
+} FlushWorker;
+
+static FlushWorker flush_workers[USAGE_MAX_DATABASES];
+static int	n_flush_workers = 0;
+
+/* The database's flush worker, if one is starting or running. */
+static FlushWorker *
+running_flush_worker(Oid dbid, pid_t *pid)
+{
+	for (int i = 0; i < n_flush_workers; i++)
+	{
+		BgwHandleStatus status;
+
+		if (flush_workers[i].dbid != dbid)
+			continue;
+		*pid = 0;
+		status = GetBackgroundWorkerPid(flush_workers[i].handle, pid);
+		if (status == BGWH_STARTED || status == BGWH_NOT_YET_STARTED)
+			return &flush_workers[i];
+		/* Gone: its slot is free again. */
+		pfree(flush_workers[i].handle);
+		flush_workers[i] = flush_workers[--n_flush_workers];
+		return NULL;
+	}
+	return NULL;
+}
+
 static void
-flush_database(Oid dbid)
+start_flush_worker(Oid dbid)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
@@ -130,20 +166,34 @@ flush_database(Oid dbid)
 		return;
 	}
 	warned = false;
-	(void) WaitForBackgroundWorkerShutdown(handle);
-	pfree(handle);
+	if (n_flush_workers < USAGE_MAX_DATABASES)
+	{
+		flush_workers[n_flush_workers].dbid = dbid;
+		flush_workers[n_flush_workers].handle = handle;
+		n_flush_workers++;
+	}
+	else
+		pfree(handle);
 }
 
 static void
-flush_all_databases(void)
+flush_all_databases(bool early)
 {
 	Oid			dbids[USAGE_MAX_DATABASES];
 	int			n = iapi_usage_databases(dbids, USAGE_MAX_DATABASES);
 
 	for (int i = 0; i < n && !ShutdownRequestPending; i++)
 	{
-		if (database_is_flushable(dbids[i]))
-			flush_database(dbids[i]);
+		pid_t		pid;
+
+		if (running_flush_worker(dbids[i], &pid) != NULL)
+		{
+			/* SIGUSR1 sets a worker's latch: it flushes now. */
+			if (early && pid != 0)
+				kill(pid, SIGUSR1);
+		}
+		else if (database_is_flushable(dbids[i]))
+			start_flush_worker(dbids[i]);
 		else
 		{
 			int64		uses = iapi_usage_discard(dbids[i]);
@@ -182,11 +232,9 @@ iapi_usage_launcher_main(Datum main_arg pg_attribute_unused())
 		int			failures;
 		long		interval;
 
-		/*
-		 * Here, not only after a wait: a flush resets the latch while it
-		 * waits for its worker, and flushes may follow each other without a
-		 * wait.
-		 */
+		bool		early;
+
+		/* Here, not only after a wait: rounds may follow without one. */
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -206,7 +254,8 @@ iapi_usage_launcher_main(Datum main_arg pg_attribute_unused())
 		wait_ms = interval -
 			TimestampDifferenceMilliseconds(last_round, GetCurrentTimestamp());
 		/* A full buffer flushes early, but not in a tight loop of failures. */
-		if (wait_ms > 0 && (failures > 0 || !iapi_usage_wakeup_requested()))
+		early = (failures == 0 && iapi_usage_wakeup_requested());
+		if (wait_ms > 0 && !early)
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 wait_ms, PG_WAIT_EXTENSION);
@@ -215,7 +264,7 @@ iapi_usage_launcher_main(Datum main_arg pg_attribute_unused())
 			continue;
 		}
 		last_round = GetCurrentTimestamp();
-		flush_all_databases();
+		flush_all_databases(early);
 	}
 	proc_exit(0);
 }
@@ -471,10 +520,12 @@ forward_batch(PGconn *conn, const UsageItem *items, int n, TimestampTz deadline)
 	iapi_usage_report_flush(true, ack_applied(items, n, skipped), NULL);
 }
 
+/* The connection to the primary, kept from one flush to the next. */
+static PGconn *primary_conn = NULL;
+
 static void
 forward_to_primary(const UsageItem *items, int n)
 {
-	PGconn	   *volatile conn = NULL;
 	char	   *dbname;
 	TimestampTz deadline;
 
@@ -484,57 +535,49 @@ forward_to_primary(const UsageItem *items, int n)
 				 errmsg("iapi_tokens cannot forward token uses from this standby: iapi_tokens.usage_primary_conninfo is not set"),
 				 errhint("Set it to a connection string of the primary, without dbname; the uses wait in shared memory meanwhile.")));
 
-	StartTransactionCommand();
-	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
-	CommitTransactionCommand();
-
 	PG_TRY();
 	{
-		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FORWARD_TIMEOUT_MS);
-		conn = connect_to_primary(dbname, deadline);
+		if (primary_conn == NULL || PQstatus(primary_conn) != CONNECTION_OK)
+		{
+			if (primary_conn != NULL)
+				PQfinish(primary_conn);
+			primary_conn = NULL;
+			StartTransactionCommand();
+			dbname = pstrdup(get_database_name(MyDatabaseId));
+			CommitTransactionCommand();
+			deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FORWARD_TIMEOUT_MS);
+			primary_conn = connect_to_primary(dbname, deadline);
+		}
 		for (int from = 0; from < n; from += USAGE_BATCH)
 		{
 			deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FORWARD_TIMEOUT_MS);
-			forward_batch(conn, items + from, Min(USAGE_BATCH, n - from), deadline);
+			forward_batch(primary_conn, items + from, Min(USAGE_BATCH, n - from), deadline);
 		}
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
-		if (conn != NULL)
-			PQfinish(conn);
+		/* A connection in an unknown state is never reused. */
+		if (primary_conn != NULL)
+			PQfinish(primary_conn);
+		primary_conn = NULL;
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
 }
 
-void
-iapi_usage_flush_main(Datum main_arg)
+/* One round: everything pending for this database.  False if nothing was. */
+static bool
+flush_once(Oid dbid, MemoryContext flush_context)
 {
-	Oid			dbid = DatumGetObjectId(main_arg);
-	MemoryContext flush_context;
 	UsageItem  *items;
 	int			n;
 	bool		standby;
 
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
-
-	flush_context = AllocSetContextCreate(TopMemoryContext, "iapi_tokens usage flush",
-										  ALLOCSET_DEFAULT_SIZES);
-	MemoryContextSwitchTo(flush_context);
-
-	if (!extension_can_apply())
-	{
-		int64		uses = iapi_usage_discard(dbid);
-
-		ereport(LOG,
-				(errmsg("iapi_tokens discarded " INT64_FORMAT " token uses of database %u, which has no iapi_tokens 1.4 or later",
-						uses, dbid)));
-		proc_exit(0);
-	}
-
+	MemoryContextReset(flush_context);
 	MemoryContextSwitchTo(flush_context);
 	items = iapi_usage_collect(dbid, &n);
+	if (n == 0)
+		return false;
 	standby = RecoveryInProgress();
 
 	PG_TRY();
@@ -559,6 +602,48 @@ iapi_usage_flush_main(Datum main_arg)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	return true;
+}
 
+void
+iapi_usage_flush_main(Datum main_arg)
+{
+	Oid			dbid = DatumGetObjectId(main_arg);
+	MemoryContext flush_context;
+
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
+
+	flush_context = AllocSetContextCreate(TopMemoryContext, "iapi_tokens usage flush",
+										  ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(flush_context);
+
+	if (!extension_can_apply())
+	{
+		int64		uses = iapi_usage_discard(dbid);
+
+		ereport(LOG,
+				(errmsg("iapi_tokens discarded " INT64_FORMAT " token uses of database %u, which has no iapi_tokens 1.4 or later",
+						uses, dbid)));
+		proc_exit(0);
+	}
+
+	/* Every interval while there is work; gone after a round without. */
+	while (flush_once(dbid, flush_context))
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 iapi_usage_flush_interval, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+	if (primary_conn != NULL)
+		PQfinish(primary_conn);
 	proc_exit(0);
 }
