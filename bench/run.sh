@@ -47,8 +47,10 @@ fi
 # shared_preload_libraries: verify_token records use in shared memory and the
 # flush worker applies it, the design the benchmark measures.
 # track_functions=pl: the time the flush worker spends in apply_usage().
+# usage_buffer_size: room for a deferred run's uses (see (ad) in bench.sh).
 exec pg_virtualenv -t -v "$PG_VERSION" \
 	-o "shared_preload_libraries=iapi_tokens" \
+	-o "iapi_tokens.usage_buffer_size=1048576" \
 	-o "track_functions=pl" \
 	-o "shared_buffers=$SHARED_BUFFERS" \
 	-o "fsync=$FSYNC" \

@@ -220,6 +220,17 @@ server_cpu() {
 	fi
 }
 
+# flush_every INTERVAL: the flush worker's interval, by reload.  (ad) and
+# (a0d) set 1h for their pgbench run, so that the verifications are measured
+# without the worker applying their uses on the same two cores meanwhile: the
+# request path alone.  The buffer (usage_buffer_size, set by run.sh) holds a
+# run's uses without reaching the half-full early flush.
+flush_every() {
+	qv "ALTER SYSTEM SET iapi_tokens.usage_flush_interval = '$1'" >/dev/null
+	qv "SELECT pg_reload_conf()" >/dev/null
+	sleep 0.5
+}
+
 # run LABEL ROUND CLIENTS SCRIPT PGOPTIONS [pgbench arguments: -T or -t, -D ...]
 # After pgbench, waits for the flush worker to apply the run's uses, so that
 # none of them is left for the next test and the run's counters hold them.
@@ -236,6 +247,8 @@ run() {
 		"$@" -f "$BENCH_DIR/scripts/$script" 2>&1) || rc=$?
 	secs=$(since "$t0")
 	pend=$(pending)
+	# A deferred test's flushes happen now, after pgbench: back to 1 s.
+	[ -z "${DEFERRED:-}" ] || flush_every 1s
 	t1=$(now)
 	wait_drained 60
 	drain=$(since "$t1")
@@ -269,7 +282,7 @@ run() {
 # random tests draw from the warmed-up tokens (n = STEADY).  (a0) walks the
 # never-used tokens, a fixed share of them per round and client (-t), so it
 # never runs out; (h) and (r) use HOT_CLIENTS clients.
-FIRST_PER_CLIENT=$(((TOKENS - STEADY) / (ROUNDS * CLIENTS)))
+FIRST_PER_CLIENT=$(((TOKENS - STEADY) / (2 * ROUNDS * CLIENTS)))	# (a0) and (a0d)
 say "measuring: $ROUNDS rounds x 10 tests x ${DURATION}s ((a0): $FIRST_PER_CLIENT first uses per client)"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 uses_before=$(uses_total)
@@ -279,7 +292,7 @@ autovacuum_count() {
 autovacuums=$(autovacuum_count)
 dropped_before=$(qv "SELECT uses_dropped FROM iapi_tokens.usage_stats()")
 t_measure=$(now)
-tests="d f b a a0 h r c cs e"	# cs: printed as (c*)
+tests="d f b a a0 ad a0d h r c cs e"	# cs: printed as (c*)
 T=(-T "$DURATION" -D n="$STEADY")
 for ((r = 1; r <= ROUNDS; r++)); do
 	if ((r % 2)); then order=$tests; else order=$(tr ' ' '\n' <<<"$tests" | tac | xargs); fi
@@ -290,7 +303,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
 		b) run b "$r" "$CLIENTS" floor.sql "" "${T[@]}" ;;
 		a) run a "$r" "$CLIENTS" verify.sql "" "${T[@]}" ;;
 		a0) run a0 "$r" "$CLIENTS" first_use.sql "" -t "$FIRST_PER_CLIENT" -D k=0 -D nclients="$CLIENTS" \
-			-D first=$((STEADY + 1)) -D pool=$((TOKENS - STEADY)) -D offset=$(((r - 1) * FIRST_PER_CLIENT * CLIENTS)) ;;
+			-D first=$((STEADY + 1)) -D pool=$((TOKENS - STEADY)) -D offset=$(((2 * r - 2) * FIRST_PER_CLIENT * CLIENTS)) ;;
+		ad) flush_every 1h
+			DEFERRED=1 run ad "$r" "$CLIENTS" verify.sql "" "${T[@]}" ;;
+		a0d) flush_every 1h
+			DEFERRED=1 run a0d "$r" "$CLIENTS" first_use.sql "" -t "$FIRST_PER_CLIENT" -D k=0 -D nclients="$CLIENTS" \
+			-D first=$((STEADY + 1)) -D pool=$((TOKENS - STEADY)) -D offset=$(((2 * r - 1) * FIRST_PER_CLIENT * CLIENTS)) ;;
 		h) run h "$r" "$HOT_CLIENTS" verify.sql "" -T "$DURATION" -D n=1 ;;
 		r) run r "$r" "$HOT_CLIENTS" verify.sql "" "${T[@]}" ;;
 		c) run c "$r" "$CLIENTS" plpgsql.sql "" "${T[@]}" ;;
@@ -307,7 +325,7 @@ fresh_used=$(qv "SELECT CASE WHEN is_called THEN last_value - $FRESH_FIRST + 1 E
 wait_drained
 uses_counted=$(($(uses_total) - uses_before))
 uses_dropped=$(($(qv "SELECT uses_dropped FROM iapi_tokens.usage_stats()") - dropped_before))
-verifications=$(awk -F'\t' '$1 ~ /^(a|a0|h|r)$/ { s += $6 } END { print s + 0 }' "$RAW")
+verifications=$(awk -F'\t' '$1 ~ /^(a|a0|ad|a0d|h|r)$/ { s += $6 } END { print s + 0 }' "$RAW")
 autovacuums=$(($(autovacuum_count) - autovacuums))
 
 # --- Report ------------------------------------------------------------------
@@ -375,11 +393,13 @@ report() {
 				printf "  %-29s %s\n", "", what
 		}
 		END {
-			nk = split("a a0 b h r c cs d e f", order, " ")
+			nk = split("a a0 ad a0d b h r c cs d e f", order, " ")
 			for (i = 1; i <= nk; i++) disp[order[i]] = order[i]
 			disp["cs"] = "c*"
 			desc["a"]   = "verify_token, steady state"
 			desc["a0"]  = "verify_token, first use of the token"
+			desc["ad"]  = "(a), flushed after the run"
+			desc["a0d"] = "(a0), flushed after the run"
 			desc["b"]   = "floor: prepared plain SELECT"
 			desc["h"]   = "verify_token, one hot token"
 			desc["r"]   = "verify_token, random tokens"
@@ -413,6 +433,8 @@ report() {
 			print "reported, never asserted:"
 			ratio("a", "b",   0.9, "steady-state verify_token vs the plain SELECT floor")
 			ratio("a0", "b",  0.9, "a first use vs the plain SELECT floor")
+			ratio("ad", "b",  0.9, "steady state, the request path alone (flushed after the run)")
+			ratio("a0d", "b", 0.9, "a first use, the request path alone (flushed after the run)")
 			ratio("h", "r",   0,   "one hot token vs random tokens, " cl["h"] " clients (1: no serialising)")
 			ratio("a", "c",   4,   "verify_token vs the hand-written PL/pgSQL")
 			ratio("a", "cs",  0,   "the same, had (c) not waited for the WAL flush")
@@ -425,7 +447,7 @@ report() {
 			print "until the worker had applied them; uses dropped because the buffer was full:"
 			printf "%-5s %8s %11s %7s %6s %8s %8s %8s\n", "", "applied", "apply_usage", "us/row",
 				"HOT", "pending", "drained", "dropped"
-			nv = split("a a0 h r", vo, " ")
+			nv = split("a a0 ad a0d h r", vo, " ")
 			for (i = 1; i <= nv; i++) {
 				k = vo[i]
 				if (!(k in n)) continue
@@ -443,10 +465,10 @@ report() {
 	echo "iapi_tokens.tokens per call, by the call or by the flush worker (pg_stat_user_tables);"
 	echo "WAL B: WAL bytes per call, whoever wrote them.  Autovacuum runs on iapi_tokens.tokens"
 	echo "during the measurements: $autovacuums."
-	printf 'use_count : grew by %d; (a), (a0), (h) and (r) made %d verifications (difference %d),\n' \
+	printf 'use_count : grew by %d; (a), (a0), (ad), (a0d), (h) and (r) made %d verifications (difference %d),\n' \
 		"$uses_counted" "$verifications" "$((uses_counted - verifications))"
 	printf '            %d uses dropped; (a0) used %d of the %d never-used tokens\n' \
-		"$uses_dropped" "$(awk -F'\t' '$1 == "a0" { s += $6 } END { print s + 0 }' "$RAW")" "$((TOKENS - STEADY))"
+		"$uses_dropped" "$(awk -F'\t' '$1 == "a0" || $1 == "a0d" { s += $6 } END { print s + 0 }' "$RAW")" "$((TOKENS - STEADY))"
 	if [ "$fresh_used" -ge "$FRESH" ]; then
 		echo "WARNING: (e) used all $FRESH fresh sources; its figure is cut short (raise FRESH)."
 	else
