@@ -99,13 +99,11 @@ SELECT count(*) FROM iapi_tokens.authenticate(:'none_tok');
 SELECT iapi_tokens.has_scope('sources:read') AS identify_only_has_none;
 ROLLBACK;
 
--- The error names the scope and never the token.
-\set VERBOSITY verbose
+-- The error, with its detail and hint, names the scope and never the token.
 BEGIN;
 SELECT count(*) FROM iapi_tokens.authenticate(:'tok');
 SELECT iapi_tokens.require_scope('notes:read');
 ROLLBACK;
-\set VERBOSITY default
 
 -- An RLS policy on has_scope.
 CREATE TABLE notes (id int, body text);
