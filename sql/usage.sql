@@ -154,4 +154,21 @@ SELECT uses_dropped, last_flush_error, batches_flushed > 0 AS flushed,
   FROM iapi_tokens.usage_stats();
 
 DROP EXTENSION iapi_tokens;
+
+-- Uses recorded just before the extension is dropped and created again
+-- never reach the new tokens, whose ids start over.
+CREATE EXTENSION iapi_tokens;
+SELECT iapi_tokens.create_source('again') AS sid3 \gset
+SELECT id AS old_id, access_token AS old_tok FROM iapi_tokens.generate_token(:sid3) \gset
+BEGIN;
+SELECT count(*) FROM generate_series(1, 5) g,
+	   LATERAL iapi_tokens.verify_token(CASE WHEN g > 0 THEN :'old_tok' END) v;
+DROP EXTENSION iapi_tokens;
+CREATE EXTENSION iapi_tokens;
+SELECT iapi_tokens.create_source('again') AS sid4 \gset
+SELECT id = :old_id AS same_id_again FROM iapi_tokens.generate_token(:sid4);
+COMMIT;
+SELECT pg_temp.flushed();
+SELECT use_count AS new_token_uses FROM iapi_tokens.tokens WHERE id = :old_id;
+DROP EXTENSION iapi_tokens;
 DROP ROLE regress_usage_owner, regress_usage_monitor, regress_usage_forwarder;

@@ -49,14 +49,18 @@
 #define USAGE_PARTITIONS		16	/* a power of two */
 #define USAGE_TRANCHE			"iapi_tokens_usage"
 #define USAGE_DUMP_FILE			"pg_stat/iapi_tokens_usage.stat"
-#define USAGE_DUMP_MAGIC		0x1A9170B5
+#define USAGE_DUMP_MAGIC		0x1A9170B6
 #define USAGE_ERROR_LEN			256
 
-/* The key has no padding, so HASH_BLOBS hashes only what is set. */
+/*
+ * The key has no padding, so HASH_BLOBS hashes only what is set.  The
+ * tokens table's OID keeps the uses of an extension dropped and created
+ * again, whose token ids start over, off the new one's tokens.
+ */
 typedef struct UsageKey
 {
 	Oid			dbid;
-	uint32		zero;
+	Oid			relid;
 	int64		token_id;
 } UsageKey;
 
@@ -89,6 +93,7 @@ typedef struct UsageShared
 typedef struct UsageFileEntry
 {
 	Oid			dbid;
+	Oid			relid;
 	int64		token_id;
 	TimestampTz last_used;
 	int64		uses;
@@ -183,21 +188,21 @@ add_uses(const UsageKey *key, uint32 hashcode, TimestampTz used_at,
 }
 
 static void
-make_key(UsageKey *key, Oid dbid, int64 token_id)
+make_key(UsageKey *key, Oid dbid, Oid relid, int64 token_id)
 {
 	key->dbid = dbid;
-	key->zero = 0;
+	key->relid = relid;
 	key->token_id = token_id;
 }
 
 static void
-add_uses_locked(Oid dbid, int64 token_id, TimestampTz used_at, int64 uses)
+add_uses_locked(Oid dbid, Oid relid, int64 token_id, TimestampTz used_at, int64 uses)
 {
 	UsageKey	key;
 	uint32		hashcode;
 	LWLock	   *lock;
 
-	make_key(&key, dbid, token_id);
+	make_key(&key, dbid, relid, token_id);
 	hashcode = get_hash_value(usage_hash, &key);
 	lock = partition_lock(hashcode);
 
@@ -225,9 +230,9 @@ iapi_usage_available(void)
  * partition lock.  Wakes the launcher early once the table is half full.
  */
 void
-iapi_usage_record(int64 token_id, TimestampTz used_at)
+iapi_usage_record(Oid relid, int64 token_id, TimestampTz used_at)
 {
-	add_uses_locked(MyDatabaseId, token_id, used_at, 1);
+	add_uses_locked(MyDatabaseId, relid, token_id, used_at, 1);
 
 	if (pg_atomic_read_u32(&usage->entries) > (uint32) iapi_usage_buffer_size / 2 &&
 		pg_atomic_exchange_u32(&usage->wakeup_pending, 1) == 0)
@@ -273,6 +278,7 @@ iapi_usage_collect(Oid dbid, int *count)
 	{
 		if (entry->key.dbid != dbid || n >= size)
 			continue;
+		items[n].relid = entry->key.relid;
 		items[n].token_id = entry->key.token_id;
 		SpinLockAcquire(&entry->mutex);
 		items[n].last_used = entry->last_used;
@@ -299,7 +305,7 @@ iapi_usage_ack(Oid dbid, const UsageItem *items, int count)
 		LWLock	   *lock;
 		UsageEntry *entry;
 
-		make_key(&key, dbid, items[i].token_id);
+		make_key(&key, dbid, items[i].relid, items[i].token_id);
 		hashcode = get_hash_value(usage_hash, &key);
 		lock = partition_lock(hashcode);
 		LWLockAcquire(lock, LW_EXCLUSIVE);
@@ -426,7 +432,7 @@ usage_shmem_shutdown(int code, Datum arg pg_attribute_unused())
 	hash_seq_init(&status, usage_hash);
 	while ((entry = hash_seq_search(&status)) != NULL)
 	{
-		UsageFileEntry out = {entry->key.dbid, entry->key.token_id,
+		UsageFileEntry out = {entry->key.dbid, entry->key.relid, entry->key.token_id,
 		entry->last_used, entry->uses};
 
 		if (fwrite(&out, sizeof(out), 1, file) != 1)
@@ -482,7 +488,7 @@ load_dump_file(void)
 				break;
 			}
 			if (in.uses > 0)
-				add_uses_locked(in.dbid, in.token_id, in.last_used, in.uses);
+				add_uses_locked(in.dbid, in.relid, in.token_id, in.last_used, in.uses);
 		}
 	}
 	else

@@ -17,6 +17,7 @@
 /* One token's pending uses, as a flush sees them. */
 typedef struct UsageItem
 {
+	Oid			relid;			/* of the tokens table the use was made on */
 	int64		token_id;
 	TimestampTz last_used;
 	int64		uses;
@@ -30,7 +31,7 @@ extern char *iapi_usage_primary_conninfo;
 /* usage.c */
 extern void iapi_usage_shmem_init(void);
 extern bool iapi_usage_available(void);
-extern void iapi_usage_record(int64 token_id, TimestampTz used_at);
+extern void iapi_usage_record(Oid relid, int64 token_id, TimestampTz used_at);
 extern void iapi_usage_set_launcher_latch(Latch *latch);
 extern bool iapi_usage_wakeup_requested(void);
 extern UsageItem *iapi_usage_collect(Oid dbid, int *count);

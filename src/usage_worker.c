@@ -25,6 +25,7 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
@@ -573,12 +574,40 @@ flush_once(Oid dbid, MemoryContext flush_context)
 	int			n;
 	bool		standby;
 
+	Oid			relid;
+	int			stale = 0;
+	int64		stale_uses = 0;
+
 	MemoryContextReset(flush_context);
 	MemoryContextSwitchTo(flush_context);
 	items = iapi_usage_collect(dbid, &n);
 	if (n == 0)
 		return false;
 	standby = RecoveryInProgress();
+
+	/*
+	 * Uses made on another tokens table (the extension was dropped, perhaps
+	 * created again, since) belong to no token now: they go.
+	 */
+	StartTransactionCommand();
+	relid = get_relname_relid("tokens", get_namespace_oid("iapi_tokens", true));
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(flush_context);
+	for (int i = 0; i < n; i++)
+	{
+		if (items[i].relid == relid)
+			continue;
+		stale_uses += items[i].uses;
+		iapi_usage_ack(dbid, &items[i], 1);
+		items[i--] = items[--n];
+		stale++;
+	}
+	if (stale > 0)
+		ereport(LOG,
+				(errmsg("iapi_tokens discarded " INT64_FORMAT " uses of %d tokens of a dropped iapi_tokens.tokens table",
+						stale_uses, stale)));
+	if (n == 0)
+		return true;
 
 	PG_TRY();
 	{

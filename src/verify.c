@@ -458,7 +458,7 @@ verify(FunctionCallInfo fcinfo, TokenRow *row)
 	{
 		if (iapi_usage_available())
 		{
-			iapi_usage_record(row->id, now);
+			iapi_usage_record(row->relid, row->id, now);
 			return true;
 		}
 		if (!warned_not_preloaded)
