@@ -360,6 +360,24 @@ apply_batch_locally(const UsageItem *items, int n)
 	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	args[1] = PointerGetDatum(construct_array(times, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	args[2] = PointerGetDatum(construct_array(counts, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+
+	/*
+	 * Hold the table, then check it is still the one the uses were made on:
+	 * a DROP EXTENSION committed meanwhile, and a new CREATE, would send
+	 * them to new tokens with the same ids.  The lock keeps it so.
+	 */
+	if (SPI_execute("LOCK TABLE iapi_tokens.tokens IN ROW EXCLUSIVE MODE", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not lock iapi_tokens.tokens");
+	if (get_relname_relid("tokens", get_namespace_oid("iapi_tokens", true)) != items[0].relid)
+	{
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		iapi_usage_ack(MyDatabaseId, items, n);
+		ereport(LOG,
+				(errmsg("iapi_tokens discarded the uses of %d tokens of a dropped iapi_tokens.tokens table", n)));
+		return;
+	}
 	if (SPI_execute_with_args(apply_sql, 3, argtypes, args, NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "iapi_tokens.apply_usage returned no row");
