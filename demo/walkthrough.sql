@@ -206,7 +206,7 @@ COMMIT;
 \echo '\n== A secret scanner reports a leaked key: POST /v4/credentials/revoke'
 BEGIN;
 SELECT '  {"tokens": [leaked, junk]} -> ' || row_to_json(r)
-  FROM iapi_rest.revoke_leaked(ARRAY[:'reader_token', 'iapi_notatoken']) r;
+  FROM iapi_rest.revoke_leaked(jsonb_build_array(:'reader_token', 'iapi_notatoken')) r;
 COMMIT;
 SELECT '  the leaked key now -> ' || count(*) || ' rows' FROM iapi_tokens.verify_token(:'reader_token');
 
