@@ -71,20 +71,34 @@ static const char apply_sql[] =
 "                               $2::pg_catalog.timestamptz[],"
 "                               $3::pg_catalog.int8[])";
 
+/* What the launcher and the flush workers have in common. */
+static void
+init_worker(BackgroundWorker *worker, const char *function, const char *type)
+{
+	memset(worker, 0, sizeof(*worker));
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	/* Consistent state: a hot standby runs them too. */
+	worker->bgw_start_time = BgWorkerStart_ConsistentState;
+	snprintf(worker->bgw_library_name, BGW_MAXLEN, "%s", "iapi_tokens");
+	snprintf(worker->bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker->bgw_name, BGW_MAXLEN, "%s", type);
+	snprintf(worker->bgw_type, BGW_MAXLEN, "%s", type);
+}
+
+/* The OID of this database's iapi_tokens.tokens, or InvalidOid. */
+static Oid
+tokens_table(void)
+{
+	return get_relname_relid("tokens", get_namespace_oid("iapi_tokens", true));
+}
+
 void
 iapi_usage_register_launcher(void)
 {
 	BackgroundWorker worker;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	/* Consistent state: a hot standby runs it too. */
-	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	init_worker(&worker, "iapi_usage_launcher_main", "iapi_tokens usage launcher");
 	worker.bgw_restart_time = 10;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "%s", "iapi_tokens");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", "iapi_usage_launcher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", "iapi_tokens usage launcher");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", "iapi_tokens usage launcher");
 	RegisterBackgroundWorker(&worker);
 }
 
@@ -145,14 +159,9 @@ start_flush_worker(Oid dbid)
 	BackgroundWorkerHandle *handle;
 	static bool warned = false;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	init_worker(&worker, "iapi_usage_flush_main", "iapi_tokens usage flush");
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "%s", "iapi_tokens");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", "iapi_usage_flush_main");
 	snprintf(worker.bgw_name, BGW_MAXLEN, "iapi_tokens usage flush of database %u", dbid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", "iapi_tokens usage flush");
 	worker.bgw_main_arg = ObjectIdGetDatum(dbid);
 	worker.bgw_notify_pid = MyProcPid;
 
@@ -368,7 +377,7 @@ apply_batch_locally(const UsageItem *items, int n)
 	 */
 	if (SPI_execute("LOCK TABLE iapi_tokens.tokens IN ROW EXCLUSIVE MODE", false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not lock iapi_tokens.tokens");
-	if (get_relname_relid("tokens", get_namespace_oid("iapi_tokens", true)) != items[0].relid)
+	if (tokens_table() != items[0].relid)
 	{
 		SPI_finish();
 		PopActiveSnapshot();
@@ -608,7 +617,7 @@ flush_once(Oid dbid, MemoryContext flush_context)
 	 * created again, since) belong to no token now: they go.
 	 */
 	StartTransactionCommand();
-	relid = get_relname_relid("tokens", get_namespace_oid("iapi_tokens", true));
+	relid = tokens_table();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(flush_context);
 	for (int i = 0; i < n; i++)
