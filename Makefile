@@ -24,7 +24,8 @@ OBJS = \
 	src/current_token.o \
 	src/leaked.o \
 	src/usage.o \
-	src/usage_worker.o
+	src/usage_worker.o \
+	src/rate_limit.o
 
 # sql/iapi_tokens.sql and sql/iapi_tokens_rest.sql are the full install
 # scripts of the current versions, installed under their versioned names:
@@ -37,7 +38,7 @@ REST_EXTVERSION = $(call default_version,iapi_tokens_rest)
 DATA_built = sql/iapi_tokens--$(EXTVERSION).sql sql/iapi_tokens_rest--$(REST_EXTVERSION).sql
 DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql \
 	sql/iapi_tokens--1.1--1.2.sql sql/iapi_tokens--1.2--1.3.sql \
-	sql/iapi_tokens--1.3--1.4.sql \
+	sql/iapi_tokens--1.3--1.4.sql sql/iapi_tokens--1.4--1.5.sql \
 	sql/iapi_tokens_rest--1.0.sql sql/iapi_tokens_rest--1.0--1.1.sql \
 	sql/iapi_tokens_rest--1.1--1.2.sql
 

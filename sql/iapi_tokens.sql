@@ -69,6 +69,8 @@ CREATE TABLE iapi_tokens.tokens (
 	use_count bigint NOT NULL DEFAULT 0,
 	scopes text[],
 	metadata jsonb,
+	rate_limit integer,
+	rate_window interval,
 	CONSTRAINT tokens_pkey PRIMARY KEY (id),
 	CONSTRAINT tokens_token_hash_key UNIQUE (token_hash),
 	CONSTRAINT tokens_token_hash_check
@@ -86,7 +88,11 @@ CREATE TABLE iapi_tokens.tokens (
 		CHECK (pg_catalog.cardinality(scopes) <= 32 AND pg_catalog.array_position(scopes, NULL) IS NULL),
 	CONSTRAINT tokens_metadata_check
 		CHECK (pg_catalog.jsonb_typeof(metadata) = 'object'
-			   AND pg_catalog.octet_length(metadata::text) <= 4096)
+			   AND pg_catalog.octet_length(metadata::text) <= 4096),
+	CONSTRAINT tokens_rate_limit_check
+		CHECK ((rate_limit IS NULL) = (rate_window IS NULL)
+			   AND rate_limit BETWEEN 1 AND 1000000
+			   AND rate_window BETWEEN interval '1 second' AND interval '1 day')
 ) WITH (fillfactor = 90);	-- room for HOT updates of last_used_at
 ALTER SEQUENCE iapi_tokens.token_id_seq OWNED BY iapi_tokens.tokens.id;
 
@@ -122,6 +128,10 @@ COMMENT ON COLUMN iapi_tokens.tokens.scopes IS
 	'The scopes the token is limited to (defined in iapi_tokens.scopes), fixed at creation; NULL: no restriction, empty: it can only identify itself';
 COMMENT ON COLUMN iapi_tokens.tokens.metadata IS
 	'A JSON object of at most 4096 bytes given at creation (a plan, a customer id); never secret, returned on verification';
+COMMENT ON COLUMN iapi_tokens.tokens.rate_limit IS
+	'Verifications admitted per rate_window, counted per server in shared memory; NULL: unlimited';
+COMMENT ON COLUMN iapi_tokens.tokens.rate_window IS
+	'The window of rate_limit, 1 second to 1 day; it opens at the first verification after the previous one ended';
 COMMENT ON COLUMN iapi_tokens.tokens.use_count IS
 	'Successful verifications applied so far by usage flushes (without shared_preload_libraries: the last_used_at writes)';
 COMMENT ON COLUMN iapi_tokens.sources.token_changes IS
@@ -162,7 +172,8 @@ CREATE TABLE iapi_tokens.audit (
 	details jsonb NOT NULL DEFAULT '{}',
 	CONSTRAINT audit_pkey PRIMARY KEY (id),
 	CONSTRAINT audit_action_check
-		CHECK (action IN ('create', 'rotate', 'revoke', 'delete', 'purge', 'modify', 'leaked'))
+		CHECK (action IN ('create', 'rotate', 'revoke', 'delete', 'purge', 'modify', 'leaked',
+						  'rate_limit'))
 );
 ALTER SEQUENCE iapi_tokens.audit_id_seq OWNED BY iapi_tokens.audit.id;
 CREATE INDEX audit_token_idx ON iapi_tokens.audit (token_id);
@@ -267,14 +278,16 @@ CREATE FUNCTION iapi_tokens.generate_token(
 	description text DEFAULT NULL,
 	lifetime interval DEFAULT NULL,
 	scopes text[] DEFAULT NULL,
-	metadata jsonb DEFAULT NULL)
+	metadata jsonb DEFAULT NULL,
+	rate_limit integer DEFAULT NULL,
+	rate_window interval DEFAULT NULL)
 RETURNS TABLE (id bigint, access_token text)
 AS 'MODULE_PATHNAME', 'iapi_tokens_generate_token'
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
-COMMENT ON FUNCTION iapi_tokens.generate_token(bigint, text, interval, text[], jsonb) IS
-	'Generates a token for a source, limited to scopes if given, and returns its id and plaintext; the plaintext is never shown again';
+COMMENT ON FUNCTION iapi_tokens.generate_token(bigint, text, interval, text[], jsonb, integer, interval) IS
+	'Generates a token for a source, limited to scopes and to rate_limit verifications per rate_window if given, and returns its id and plaintext; the plaintext is never shown again';
 
 CREATE FUNCTION iapi_tokens.verify_token(token text)
 RETURNS TABLE (
@@ -650,6 +663,16 @@ BEGIN
 			event := CASE WHEN NEW.revoked_reason = 'leaked' THEN 'leaked'
 						  WHEN NEW.owner_role IS NULL THEN 'revoke'
 						  ELSE 'delete' END;
+		ELSIF (OLD.rate_limit, OLD.rate_window) IS DISTINCT FROM (NEW.rate_limit, NEW.rate_window)
+			AND (OLD.source_id, OLD.owner_role, OLD.revoked_at, OLD.expires_at, OLD.replaced_by)
+				IS NOT DISTINCT FROM
+				(NEW.source_id, NEW.owner_role, NEW.revoked_at, NEW.expires_at, NEW.replaced_by) THEN
+			event := 'rate_limit';
+			event_details := jsonb_build_object(
+				'old', jsonb_build_object('rate_limit', OLD.rate_limit,
+										  'rate_window', OLD.rate_window),
+				'new', jsonb_build_object('rate_limit', NEW.rate_limit,
+										  'rate_window', NEW.rate_window));
 		ELSE
 			event := 'modify';
 			event_details := jsonb_build_object(
@@ -676,19 +699,39 @@ END
 $$;
 
 COMMENT ON FUNCTION iapi_tokens_internal.record_token_event() IS
-	'Trigger: appends token rotations, revocations, deletions, purges and other changes to iapi_tokens.audit';
+	'Trigger: appends token rotations, revocations, deletions, purges, rate limit changes and other changes to iapi_tokens.audit';
 
 -- last_used_at is left out: recording use is not an event.
 CREATE TRIGGER tokens_audit_update
-	AFTER UPDATE OF source_id, owner_role, revoked_at, expires_at, replaced_by
+	AFTER UPDATE OF source_id, owner_role, revoked_at, expires_at, replaced_by,
+		rate_limit, rate_window
 	ON iapi_tokens.tokens
 	FOR EACH ROW
 	WHEN (OLD.source_id IS DISTINCT FROM NEW.source_id
 		  OR OLD.owner_role IS DISTINCT FROM NEW.owner_role
 		  OR OLD.revoked_at IS DISTINCT FROM NEW.revoked_at
 		  OR OLD.expires_at IS DISTINCT FROM NEW.expires_at
-		  OR OLD.replaced_by IS DISTINCT FROM NEW.replaced_by)
+		  OR OLD.replaced_by IS DISTINCT FROM NEW.replaced_by
+		  OR OLD.rate_limit IS DISTINCT FROM NEW.rate_limit
+		  OR OLD.rate_window IS DISTINCT FROM NEW.rate_window)
 	EXECUTE FUNCTION iapi_tokens_internal.record_token_event();
+
+-- A revoked token's rate limit counts leave shared memory when the
+-- revocation commits.
+CREATE FUNCTION iapi_tokens_internal.forget_rate_limit()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'iapi_tokens_forget_rate_limit'
+LANGUAGE C;
+
+COMMENT ON FUNCTION iapi_tokens_internal.forget_rate_limit() IS
+	'Trigger: drops a revoked token''s rate limit counts from shared memory at commit';
+
+CREATE TRIGGER tokens_forget_rate_limit
+	AFTER UPDATE OF revoked_at ON iapi_tokens.tokens
+	FOR EACH ROW
+	WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL
+		  AND OLD.rate_limit IS NOT NULL)
+	EXECUTE FUNCTION iapi_tokens_internal.forget_rate_limit();
 
 CREATE TRIGGER tokens_audit_delete
 	AFTER DELETE ON iapi_tokens.tokens
@@ -1210,7 +1253,9 @@ CREATE FUNCTION iapi_tokens_internal.store_personal_token(
 	created_at timestamptz,
 	max_tokens_per_owner integer,
 	scopes text[],
-	metadata jsonb)
+	metadata jsonb,
+	rate_limit integer,
+	rate_window interval)
 RETURNS SETOF iapi_tokens.personal_token
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -1219,20 +1264,22 @@ DECLARE
 	stored iapi_tokens.tokens;
 	token_scopes text[] := iapi_tokens_internal.checked_scopes(store_personal_token.scopes);
 	token_metadata jsonb := iapi_tokens_internal.checked_metadata(store_personal_token.metadata);
+	token_rate_window interval := iapi_tokens_internal.checked_rate_limit(
+		store_personal_token.rate_limit, store_personal_token.rate_window);
 BEGIN
 	PERFORM iapi_tokens_internal.lock_owner(store_personal_token.owner);
 	PERFORM iapi_tokens_internal.check_owner_limit(
 		store_personal_token.owner, store_personal_token.max_tokens_per_owner, NULL);
 	INSERT INTO iapi_tokens.tokens
 		(owner_role, token_uuid, token_hash, display_prefix, description,
-		 created_at, expires_at, scopes, metadata)
+		 created_at, expires_at, scopes, metadata, rate_limit, rate_window)
 	VALUES (store_personal_token.owner, gen_random_uuid(),
 			store_personal_token.token_hash, store_personal_token.display_prefix,
 			store_personal_token.description, store_personal_token.created_at,
 			CASE WHEN store_personal_token.lifetime_seconds = -1 THEN NULL
 				 ELSE store_personal_token.created_at
 					  + make_interval(secs => store_personal_token.lifetime_seconds) END,
-			token_scopes, token_metadata)
+			token_scopes, token_metadata, store_personal_token.rate_limit, token_rate_window)
 	RETURNING * INTO stored;
 	IF NOT FOUND THEN
 		RETURN;
@@ -1242,7 +1289,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION iapi_tokens_internal.store_personal_token(regrole, bytea, text, text, integer, timestamptz, integer, text[], jsonb) IS
+COMMENT ON FUNCTION iapi_tokens_internal.store_personal_token(regrole, bytea, text, text, integer, timestamptz, integer, text[], jsonb, integer, interval) IS
 	'Stores a personal token minted by create_access_token (its hash, never the token)';
 
 -- The source-token twin of store_personal_token.
@@ -1254,7 +1301,9 @@ CREATE FUNCTION iapi_tokens_internal.store_source_token(
 	created_at timestamptz,
 	expires_at timestamptz,
 	scopes text[],
-	metadata jsonb)
+	metadata jsonb,
+	rate_limit integer,
+	rate_window interval)
 RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -1263,14 +1312,16 @@ DECLARE
 	stored iapi_tokens.tokens;
 	token_scopes text[] := iapi_tokens_internal.checked_scopes(store_source_token.scopes);
 	token_metadata jsonb := iapi_tokens_internal.checked_metadata(store_source_token.metadata);
+	token_rate_window interval := iapi_tokens_internal.checked_rate_limit(
+		store_source_token.rate_limit, store_source_token.rate_window);
 BEGIN
 	INSERT INTO iapi_tokens.tokens
 		(source_id, token_hash, display_prefix, description, created_at, expires_at,
-		 scopes, metadata)
+		 scopes, metadata, rate_limit, rate_window)
 	VALUES (store_source_token.source_id, store_source_token.token_hash,
 			store_source_token.display_prefix, store_source_token.description,
 			store_source_token.created_at, store_source_token.expires_at,
-			token_scopes, token_metadata)
+			token_scopes, token_metadata, store_source_token.rate_limit, token_rate_window)
 	RETURNING * INTO stored;
 	IF NOT FOUND THEN
 		RETURN;
@@ -1280,7 +1331,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION iapi_tokens_internal.store_source_token(bigint, bytea, text, text, timestamptz, timestamptz, text[], jsonb) IS
+COMMENT ON FUNCTION iapi_tokens_internal.store_source_token(bigint, bytea, text, text, timestamptz, timestamptz, text[], jsonb, integer, interval) IS
 	'Stores a source token minted by generate_token (its hash, never the token)';
 
 CREATE FUNCTION iapi_tokens_internal.delete_personal_token_of(owner regrole, token_id uuid)
@@ -1400,11 +1451,11 @@ BEGIN
 	END IF;
 	INSERT INTO iapi_tokens.tokens
 		(id, source_id, owner_role, token_uuid, token_hash, display_prefix,
-		 description, created_at, expires_at, scopes, metadata)
+		 description, created_at, expires_at, scopes, metadata, rate_limit, rate_window)
 	VALUES (new_id, t.source_id, t.owner_role,
 			CASE WHEN t.owner_role IS NOT NULL THEN gen_random_uuid() END,
 			token_hash, display_prefix, t.description, now_ts, new_expires_at,
-			t.scopes, t.metadata)
+			t.scopes, t.metadata, t.rate_limit, t.rate_window)
 	RETURNING * INTO replacement;
 	IF FOUND THEN
 		PERFORM iapi_tokens_internal.record_creation(replacement);
@@ -1468,7 +1519,9 @@ CREATE FUNCTION iapi_tokens.create_access_token(
 	lifetime_seconds integer,
 	description text DEFAULT NULL,
 	scopes text[] DEFAULT NULL,
-	metadata jsonb DEFAULT NULL)
+	metadata jsonb DEFAULT NULL,
+	rate_limit integer DEFAULT NULL,
+	rate_window interval DEFAULT NULL)
 RETURNS TABLE (
 	token_value text,
 	token_id uuid,
@@ -1479,8 +1532,8 @@ RETURNS TABLE (
 AS 'MODULE_PATHNAME', 'iapi_tokens_create_access_token'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb) IS
-	'Creates a personal token owned by the calling role, as POST /v4/apiAccessTokens, limited to scopes if given; lifetime_seconds -1 never expires; token_value is shown only here';
+COMMENT ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval) IS
+	'Creates a personal token owned by the calling role, as POST /v4/apiAccessTokens, limited to scopes and to rate_limit verifications per rate_window if given; lifetime_seconds -1 never expires; token_value is shown only here';
 
 CREATE FUNCTION iapi_tokens.list_access_tokens()
 RETURNS TABLE (
@@ -2028,6 +2081,190 @@ COMMENT ON FUNCTION iapi_tokens.drop_scope(text) IS
 	'Admin: drops a scope that no live token holds';
 
 -- ---------------------------------------------------------------------------
+-- Rate limits
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION iapi_tokens_internal.rate_limits_enforced()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'iapi_tokens_rate_limits_enforced'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION iapi_tokens_internal.rate_limits_enforced() IS
+	'Whether this server counts rate limits: iapi_tokens is in shared_preload_libraries';
+
+-- Returns the window as stored: its length in seconds, whatever the units
+-- it was given in.
+CREATE FUNCTION iapi_tokens_internal.checked_rate_limit(rate_limit integer, rate_window interval)
+RETURNS interval
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF checked_rate_limit.rate_limit IS NULL AND checked_rate_limit.rate_window IS NULL THEN
+		RETURN NULL;
+	END IF;
+	IF checked_rate_limit.rate_limit IS NULL OR checked_rate_limit.rate_window IS NULL
+		OR checked_rate_limit.rate_limit NOT BETWEEN 1 AND 1000000
+		OR checked_rate_limit.rate_window NOT BETWEEN interval '1 second' AND interval '1 day' THEN
+		RAISE EXCEPTION 'invalid rate limit: % per %',
+			coalesce(checked_rate_limit.rate_limit::text, 'NULL'),
+			coalesce(checked_rate_limit.rate_window::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'A rate limit is 1 to 1000000 requests per window of 1 second to 1 day; give both, or neither for no limit.';
+	END IF;
+	IF NOT iapi_tokens_internal.rate_limits_enforced() THEN
+		RAISE EXCEPTION 'rate limits need iapi_tokens in shared_preload_libraries'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'Without it, a token with a rate limit is refused at every verification.',
+				  HINT = 'Add iapi_tokens to shared_preload_libraries and restart the server.';
+	END IF;
+	RETURN make_interval(secs => extract(epoch FROM checked_rate_limit.rate_window));
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.checked_rate_limit(integer, interval) IS
+	'A token''s rate limit, checked: both or neither, 1 to 1000000 per 1 second to 1 day, on a server that counts them; returns the window in seconds';
+
+-- Both families; the caller has found the token.
+CREATE FUNCTION iapi_tokens_internal.change_rate_limit(
+	token_id bigint,
+	rate_limit integer,
+	rate_window interval)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	new_window interval := iapi_tokens_internal.checked_rate_limit(
+		change_rate_limit.rate_limit, change_rate_limit.rate_window);
+BEGIN
+	UPDATE iapi_tokens.tokens t
+	   SET rate_limit = change_rate_limit.rate_limit,
+		   rate_window = new_window
+	 WHERE t.id = change_rate_limit.token_id
+	   AND (t.rate_limit, t.rate_window)
+		   IS DISTINCT FROM (change_rate_limit.rate_limit, new_window);
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.change_rate_limit(bigint, integer, interval) IS
+	'Sets a token''s rate limit; an actual change is audited as rate_limit';
+
+CREATE FUNCTION iapi_tokens.set_rate_limit(
+	token_id bigint,
+	rate_limit integer,
+	rate_window interval)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF set_rate_limit.token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM FROM iapi_tokens.tokens t
+	 WHERE t.id = set_rate_limit.token_id AND t.revoked_at IS NULL
+	   FOR NO KEY UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'token % does not exist', set_rate_limit.token_id
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'A revoked token has no rate limit to change.';
+	END IF;
+	PERFORM iapi_tokens_internal.change_rate_limit(
+		set_rate_limit.token_id, set_rate_limit.rate_limit, set_rate_limit.rate_window);
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens.set_rate_limit(bigint, integer, interval) IS
+	'Admin: sets the rate limit of any active token (NULL, NULL: unlimited); the change applies to the current window and is audited';
+
+CREATE FUNCTION iapi_tokens_internal.set_personal_rate_limit(
+	owner regrole,
+	token_id uuid,
+	rate_limit integer,
+	rate_window interval)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	id bigint;
+BEGIN
+	IF set_personal_rate_limit.token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT t.id INTO id
+	  FROM iapi_tokens.tokens t
+	 WHERE t.token_uuid = set_personal_rate_limit.token_id
+	   AND t.owner_role = set_personal_rate_limit.owner
+	   AND t.revoked_at IS NULL
+	   FOR NO KEY UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'access token % does not exist', set_personal_rate_limit.token_id
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	PERFORM iapi_tokens_internal.change_rate_limit(
+		id, set_personal_rate_limit.rate_limit, set_personal_rate_limit.rate_window);
+END
+$$;
+
+COMMENT ON FUNCTION iapi_tokens_internal.set_personal_rate_limit(regrole, uuid, integer, interval) IS
+	'Sets the rate limit of one of a role''s personal tokens, or raises the "does not exist" error';
+
+CREATE FUNCTION iapi_tokens.set_access_token_rate_limit(
+	token_id uuid,
+	rate_limit integer,
+	rate_window interval)
+RETURNS void
+AS 'MODULE_PATHNAME', 'iapi_tokens_set_access_token_rate_limit'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION iapi_tokens.set_access_token_rate_limit(uuid, integer, interval) IS
+	'Sets the rate limit of one of the calling role''s personal tokens (NULL, NULL: unlimited); audited';
+
+-- Not STRICT: check_token(NULL) is one invalid row, like any other input.
+CREATE FUNCTION iapi_tokens.check_token(token text, authenticate boolean DEFAULT false)
+RETURNS TABLE (
+	status text,
+	token_id bigint,
+	source_id bigint,
+	created_at timestamptz,
+	expires_at timestamptz,
+	last_used_at timestamptz,
+	owner regrole,
+	access_token_id uuid,
+	scopes text[],
+	metadata jsonb,
+	rate_limit integer,
+	rate_window interval,
+	remaining integer,
+	reset_after integer,
+	retry_after integer)
+AS 'MODULE_PATHNAME', 'iapi_tokens_check_token'
+LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1;
+
+COMMENT ON FUNCTION iapi_tokens.check_token(text, boolean) IS
+	'Verifies a token as verify_token does and returns one row whatever the input: status valid, invalid or rate_limited, the token''s columns, and for a limited token the admissions remaining, the seconds until its window resets and, when refused, retry_after; with authenticate, a valid token becomes the current token';
+
+CREATE FUNCTION iapi_tokens.rate_limit_stats()
+RETURNS TABLE (
+	preloaded boolean,
+	max_tokens integer,
+	tokens_tracked bigint,
+	tokens_in_window bigint,
+	requests_admitted bigint,
+	requests_refused bigint,
+	evictions bigint,
+	overflows bigint)
+AS 'MODULE_PATHNAME', 'iapi_tokens_rate_limit_stats'
+LANGUAGE C VOLATILE PARALLEL SAFE ROWS 1;
+
+COMMENT ON FUNCTION iapi_tokens.rate_limit_stats() IS
+	'Rate limits: the slots (iapi_tokens.rate_limit_max_tokens), this database''s limited tokens tracked and those in a live window; requests admitted and refused, ended windows evicted, and tokens refused for want of a slot, for the whole server since it started';
+
+-- ---------------------------------------------------------------------------
 -- Privileges, in one place.  Everything starts with no grant but its
 -- owner's: none for PUBLIC, none that ALTER DEFAULT PRIVILEGES added.  Then
 -- PUBLIC gets exactly the documented functions.
@@ -2101,11 +2338,13 @@ SELECT iapi_tokens_internal.revoke_all_grants(
 
 GRANT USAGE ON SCHEMA iapi_tokens TO PUBLIC;
 GRANT EXECUTE ON FUNCTION iapi_tokens.usage_stats() TO pg_monitor;
+GRANT EXECUTE ON FUNCTION iapi_tokens.rate_limit_stats() TO pg_monitor;
 GRANT EXECUTE ON FUNCTION
 	iapi_tokens.hash_token(text),
 	iapi_tokens.verify_token(text),
 	iapi_tokens.authenticate(text),
 	iapi_tokens.current_token(),
 	iapi_tokens.has_scope(text),
-	iapi_tokens.require_scope(text)
+	iapi_tokens.require_scope(text),
+	iapi_tokens.check_token(text, boolean)
   TO PUBLIC;

@@ -36,6 +36,9 @@ enum
 	STORE_NARGS_1_3,
 	STORE_SCOPES = STORE_NARGS_1_3,
 	STORE_METADATA,
+	STORE_NARGS_1_4,
+	STORE_RATE_LIMIT = STORE_NARGS_1_4,
+	STORE_RATE_WINDOW,
 	STORE_NARGS
 };
 
@@ -54,13 +57,15 @@ enum
 
 static OwnerStatement store_stmt = {
 	.what = "the access token insert",
-	.sql = "SELECT * FROM iapi_tokens_internal.store_personal_token($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+	.sql = "SELECT * FROM iapi_tokens_internal.store_personal_token($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+	.sql_1_4 = "SELECT * FROM iapi_tokens_internal.store_personal_token($1, $2, $3, $4, $5, $6, $7, $8, $9)",
 	.sql_1_3 = "SELECT * FROM iapi_tokens_internal.store_personal_token($1, $2, $3, $4, $5, $6, $7)",
 	.sql_1_2 = "SELECT * FROM iapi_tokens.store_access_token($1, $2, $3, $4, $5, $6)",
 	.nargs = STORE_NARGS,
+	.nargs_1_4 = STORE_NARGS_1_4,
 	.nargs_1_3 = STORE_NARGS_1_3,
 	.argtypes = {REGROLEOID, BYTEAOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, INT4OID,
-	TEXTARRAYOID, JSONBOID},
+	TEXTARRAYOID, JSONBOID, INT4OID, INTERVALOID},
 	.hash_param = STORE_HASH + 1,
 	.token_column = 0,			/* token_value */
 };
@@ -138,7 +143,7 @@ caller(void)
 
 PG_FUNCTION_INFO_V1(iapi_tokens_create_access_token);
 
-/* SQL: iapi_tokens.create_access_token(integer, text) RETURNS TABLE (token_value, token_id, ...) */
+/* SQL: iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval) RETURNS TABLE (token_value, token_id, ...) */
 Datum
 iapi_tokens_create_access_token(PG_FUNCTION_ARGS)
 {
@@ -155,6 +160,9 @@ iapi_tokens_create_access_token(PG_FUNCTION_ARGS)
 	/* 1.4's scopes and metadata; a 1.3 signature has neither. */
 	iapi_optional_arg(fcinfo, 2, &args[STORE_SCOPES], &nulls[STORE_SCOPES]);
 	iapi_optional_arg(fcinfo, 3, &args[STORE_METADATA], &nulls[STORE_METADATA]);
+	/* 1.5's rate limit; the SQL side checks it. */
+	iapi_optional_arg(fcinfo, 4, &args[STORE_RATE_LIMIT], &nulls[STORE_RATE_LIMIT]);
+	iapi_optional_arg(fcinfo, 5, &args[STORE_RATE_WINDOW], &nulls[STORE_RATE_WINDOW]);
 
 	iapi_store_new_token(fcinfo, &store_stmt, args, nulls);
 	return (Datum) 0;
@@ -224,4 +232,30 @@ iapi_tokens_rotate_access_token(PG_FUNCTION_ARGS)
 
 	iapi_store_new_token(fcinfo, &rotate_stmt, args, nulls);
 	return (Datum) 0;
+}
+
+static OwnerStatement set_rate_limit_stmt = {
+	.what = "the access token rate limit change",
+	.sql = "SELECT iapi_tokens_internal.set_personal_rate_limit($1, $2, $3, $4)",
+	.nargs = 4,
+	.argtypes = {REGROLEOID, UUIDOID, INT4OID, INTERVALOID},
+};
+
+PG_FUNCTION_INFO_V1(iapi_tokens_set_access_token_rate_limit);
+
+/* SQL: iapi_tokens.set_access_token_rate_limit(uuid, integer, interval) RETURNS void */
+Datum
+iapi_tokens_set_access_token_rate_limit(PG_FUNCTION_ARGS)
+{
+	Datum		args[4] = {caller()};
+	char		nulls[4] = {' '};
+
+	/* The SQL side reports NULL and out-of-bounds arguments. */
+	for (int i = 0; i < 3; i++)
+	{
+		args[i + 1] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+		nulls[i + 1] = PG_ARGISNULL(i) ? 'n' : ' ';
+	}
+	(void) iapi_run_as_owner(fcinfo, &set_rate_limit_stmt, args, nulls, NULL);
+	PG_RETURN_VOID();
 }

@@ -73,6 +73,33 @@ iapi_current_token_init(void)
 	RegisterSubXactCallback(forget_current_token_sub, NULL);
 }
 
+/* A failed attempt leaves nobody authenticated, not the previous token. */
+void
+iapi_forget_current_token(void)
+{
+	current_valid = false;
+}
+
+/*
+ * Makes the token whose verify_token columns are values[0..8] the current
+ * token; desc describes them from its column first_column (0-based) on.
+ */
+void
+iapi_set_current_token(TupleDesc desc, int first_column, Datum *values, bool *nulls)
+{
+	TupleDesc	token_desc = CreateTemplateTupleDesc(IAPI_VERIFY_COLUMNS);
+	MemoryContext oldcontext;
+
+	for (int i = 0; i < IAPI_VERIFY_COLUMNS; i++)
+		TupleDescCopyEntry(token_desc, i + 1, desc, first_column + i + 1);
+	oldcontext = MemoryContextSwitchTo(TopTransactionContext);
+	current_tuple = heap_form_tuple(token_desc, values, nulls);
+	MemoryContextSwitchTo(oldcontext);
+	FreeTupleDesc(token_desc);
+	current_subid = GetCurrentSubTransactionId();
+	current_valid = true;
+}
+
 PG_FUNCTION_INFO_V1(iapi_tokens_authenticate);
 
 /* SQL: iapi_tokens.authenticate(text) RETURNS TABLE (token_id, ..., access_token_id) */

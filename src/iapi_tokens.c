@@ -2,7 +2,7 @@
  *
  * iapi_tokens.c
  *	  Module magic, GUCs, and the shared memory and background worker of
- *	  use recording when the library is preloaded.
+ *	  use recording and rate limits when the library is preloaded.
  *
  *-------------------------------------------------------------------------
  */
@@ -15,6 +15,7 @@
 #include "utils/guc.h"
 
 #include "iapi_tokens.h"
+#include "rate_limit.h"
 #include "usage.h"
 
 PG_MODULE_MAGIC;
@@ -124,9 +125,21 @@ _PG_init(void)
 								NULL, NULL, NULL);
 		iapi_usage_shmem_init();
 		iapi_usage_register_launcher();
+
+		DefineCustomIntVariable("iapi_tokens.rate_limit_max_tokens",
+								"Rate-limited tokens whose counts shared memory holds.",
+								"When all are in a live window, a further limited token is refused until one ends.",
+								&iapi_rate_limit_max_tokens,
+								65536,
+								64, 64 * 1024 * 1024,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
+		iapi_rate_limit_shmem_init();
 	}
 
 	MarkGUCPrefixReserved("iapi_tokens");
 
 	iapi_current_token_init();
+	iapi_rate_limit_xact_init();
 }

@@ -57,20 +57,24 @@ typedef struct MintedToken
 /*
  * A fixed statement run as the owner of the extension's tables, prepared
  * once per backend.  The functions it calls are owner-only.  From 1.3 they
- * live in iapi_tokens_internal.  sql_1_3 and sql_1_2 are the same statement
- * for a database still at 1.3, or at 1.1 or 1.2, which this library keeps
- * serving until ALTER EXTENSION ... UPDATE; they take the first nargs_1_3
- * arguments (all of them when it is 0), or no sql_1_3 means sql serves 1.3.
+ * live in iapi_tokens_internal.  sql_1_4, sql_1_3 and sql_1_2 are the same
+ * statement for a database still at 1.4, at 1.3, or at 1.1 or 1.2, which
+ * this library keeps serving until ALTER EXTENSION ... UPDATE.  sql_1_4
+ * takes the first nargs_1_4 arguments; sql_1_3 and sql_1_2 the first
+ * nargs_1_3 (all of them when it is 0).  Without sql_1_4, sql serves 1.4;
+ * without sql_1_3, 1.4's statement serves 1.3.
  */
 typedef struct OwnerStatement
 {
 	const char *what;			/* names the statement in an internal error */
 	const char *sql;
+	const char *sql_1_4;
 	const char *sql_1_3;
 	const char *sql_1_2;
 	int			nargs;
+	int			nargs_1_4;
 	int			nargs_1_3;
-	Oid			argtypes[10];
+	Oid			argtypes[11];
 
 	/*
 	 * For a statement that stores a minted token: the parameter ($n) that
@@ -79,7 +83,7 @@ typedef struct OwnerStatement
 	 */
 	int			hash_param;
 	int			token_column;
-	SPIPlanPtr	plans[3];		/* [0]: sql_1_2, [1]: sql_1_3, [2]: sql */
+	SPIPlanPtr	plans[4];		/* by IapiSchemaVersion */
 } OwnerStatement;
 
 /* The installed version's generation, for the statements above. */
@@ -87,7 +91,8 @@ typedef enum IapiSchemaVersion
 {
 	IAPI_SCHEMA_1_2,			/* 1.0 to 1.2: no iapi_tokens_internal */
 	IAPI_SCHEMA_1_3,			/* no scopes */
-	IAPI_SCHEMA_1_4
+	IAPI_SCHEMA_1_4,			/* no rate limits */
+	IAPI_SCHEMA_1_5
 } IapiSchemaVersion;
 
 /* token_format.c */
@@ -120,11 +125,24 @@ extern Datum iapi_token_hash(const char *token, size_t len, TokenHash *hash);
  */
 #define IAPI_VERIFY_COLUMNS_1_1	7
 #define IAPI_VERIFY_COLUMNS		9
+/* check_token: status, verify_token's nine, and five about its rate limit */
+#define IAPI_CHECK_COLUMNS		15
+
+typedef enum IapiTokenStatus
+{
+	IAPI_TOKEN_INVALID,
+	IAPI_TOKEN_VALID,
+	IAPI_TOKEN_RATE_LIMITED
+} IapiTokenStatus;
+
 extern bool iapi_verify_token_columns(FunctionCallInfo fcinfo, Datum *values,
 									  bool *nulls, int ncolumns);
 
 /* current_token.c */
 extern void iapi_current_token_init(void);
+extern void iapi_forget_current_token(void);
+extern void iapi_set_current_token(TupleDesc desc, int first_column,
+								   Datum *values, bool *nulls);
 
 /* saved_plan.c */
 extern SPIPlanPtr iapi_saved_plan(SPIPlanPtr *plan, const char *sql,

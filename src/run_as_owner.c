@@ -58,7 +58,9 @@ iapi_schema_version(void)
 	nsp = get_namespace_oid("iapi_tokens", true);
 	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("scopes", nsp)))
 		return IAPI_SCHEMA_1_3;
-	return IAPI_SCHEMA_1_4;
+	if (get_attnum(get_relname_relid("tokens", nsp), "rate_limit") == InvalidAttrNumber)
+		return IAPI_SCHEMA_1_4;
+	return IAPI_SCHEMA_1_5;
 }
 
 /* The plan of stmt for the installed version of the extension. */
@@ -66,16 +68,18 @@ static SPIPlanPtr
 owner_statement_plan(OwnerStatement *stmt)
 {
 	IapiSchemaVersion version = iapi_schema_version();
-	const char *sql;
+	const char *sql = stmt->sql;
 	int			nargs = stmt->nargs;
 
-	if (version == IAPI_SCHEMA_1_4 || (version == IAPI_SCHEMA_1_3 && stmt->sql_1_3 == NULL))
-		sql = stmt->sql;
-	else
+	if (version <= IAPI_SCHEMA_1_4 && stmt->sql_1_4 != NULL)
+	{
+		sql = stmt->sql_1_4;
+		nargs = stmt->nargs_1_4;
+	}
+	if (version == IAPI_SCHEMA_1_2 || (version == IAPI_SCHEMA_1_3 && stmt->sql_1_3 != NULL))
 	{
 		sql = (version == IAPI_SCHEMA_1_3) ? stmt->sql_1_3 : stmt->sql_1_2;
-		if (stmt->nargs_1_3 > 0)
-			nargs = stmt->nargs_1_3;
+		nargs = stmt->nargs_1_3 > 0 ? stmt->nargs_1_3 : stmt->nargs;
 	}
 
 	/* Only 1.3 declares the functions whose statements have no 1.2 form. */

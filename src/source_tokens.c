@@ -30,6 +30,9 @@ enum
 	STORE_NARGS_1_3,
 	STORE_SCOPES = STORE_NARGS_1_3,
 	STORE_METADATA,
+	STORE_NARGS_1_4,
+	STORE_RATE_LIMIT = STORE_NARGS_1_4,
+	STORE_RATE_WINDOW,
 	STORE_NARGS
 };
 
@@ -47,15 +50,17 @@ enum
 /* Both return no row when a trigger skipped the insert. */
 static OwnerStatement store_stmt = {
 	.what = "the token insert",
-	.sql = "SELECT * FROM iapi_tokens_internal.store_source_token($1, $2, $3, $4, $5, $6, $7, $8)",
+	.sql = "SELECT * FROM iapi_tokens_internal.store_source_token($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+	.sql_1_4 = "SELECT * FROM iapi_tokens_internal.store_source_token($1, $2, $3, $4, $5, $6, $7, $8)",
 	.sql_1_3 = "SELECT * FROM iapi_tokens_internal.store_source_token($1, $2, $3, $4, $5, $6)",
 	.sql_1_2 = "INSERT INTO iapi_tokens.tokens"
 	" (source_id, token_hash, display_prefix, description, created_at, expires_at)"
 	" VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
 	.nargs = STORE_NARGS,
+	.nargs_1_4 = STORE_NARGS_1_4,
 	.nargs_1_3 = STORE_NARGS_1_3,
 	.argtypes = {INT8OID, BYTEAOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-	TEXTARRAYOID, JSONBOID},
+	TEXTARRAYOID, JSONBOID, INT4OID, INTERVALOID},
 	.hash_param = STORE_HASH + 1,
 	.token_column = 1,			/* access_token, after id */
 };
@@ -92,7 +97,7 @@ expiry_after(TimestampTz now, Interval *lifetime)
 
 PG_FUNCTION_INFO_V1(iapi_tokens_generate_token);
 
-/* SQL: iapi_tokens.generate_token(bigint, text, interval) RETURNS TABLE (id, access_token) */
+/* SQL: iapi_tokens.generate_token(bigint, text, interval, text[], jsonb, integer, interval) RETURNS TABLE (id, access_token) */
 Datum
 iapi_tokens_generate_token(PG_FUNCTION_ARGS)
 {
@@ -117,6 +122,9 @@ iapi_tokens_generate_token(PG_FUNCTION_ARGS)
 	/* 1.4's scopes and metadata; a 1.3 signature has neither. */
 	iapi_optional_arg(fcinfo, 3, &args[STORE_SCOPES], &nulls[STORE_SCOPES]);
 	iapi_optional_arg(fcinfo, 4, &args[STORE_METADATA], &nulls[STORE_METADATA]);
+	/* 1.5's rate limit; the SQL side checks it. */
+	iapi_optional_arg(fcinfo, 5, &args[STORE_RATE_LIMIT], &nulls[STORE_RATE_LIMIT]);
+	iapi_optional_arg(fcinfo, 6, &args[STORE_RATE_WINDOW], &nulls[STORE_RATE_WINDOW]);
 
 	iapi_store_new_token(fcinfo, &store_stmt, args, nulls);
 	return (Datum) 0;

@@ -37,6 +37,7 @@
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "storage/proc.h"
+#include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
@@ -50,6 +51,7 @@
 
 #include "compat.h"
 #include "iapi_tokens.h"
+#include "rate_limit.h"
 #include "usage.h"
 
 /* What a lookup needs to know about iapi_tokens.tokens, per backend. */
@@ -71,6 +73,9 @@ typedef struct TokensRelCache
 	AttrNumber	att_use_count;
 	AttrNumber	att_scopes;
 	AttrNumber	att_metadata;
+	/* 1.5 */
+	AttrNumber	att_rate_limit;
+	AttrNumber	att_rate_window;
 } TokensRelCache;
 
 typedef struct TokenRow
@@ -95,6 +100,10 @@ typedef struct TokenRow
 	bool		uuid_null;
 	bool		revoked;
 	bool		has_use_count;	/* the table is 1.4's or newer */
+	bool		rate_null;		/* no rate limit */
+	int32		rate_limit;
+	Datum		rate_window;	/* a copy, for check_token's result */
+	int64		rate_window_us;
 } TokenRow;
 
 /*
@@ -110,6 +119,7 @@ static bool callback_registered = false;
 static SPIPlanPtr record_use_plan = NULL;
 static SPIPlanPtr record_use_1_3_plan = NULL;
 static bool warned_not_preloaded = false;
+static bool warned_rate_not_preloaded = false;
 static Oid	record_use_argtypes[3] = {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 static LocalTransactionId uses_lxid = InvalidLocalTransactionId;
 static int	uses_in_xact = 0;
@@ -199,6 +209,8 @@ load_rel_cache(void)
 	rel_cache.att_use_count = get_attnum(rel_cache.relid, "use_count");
 	rel_cache.att_scopes = get_attnum(rel_cache.relid, "scopes");
 	rel_cache.att_metadata = get_attnum(rel_cache.relid, "metadata");
+	rel_cache.att_rate_limit = get_attnum(rel_cache.relid, "rate_limit");
+	rel_cache.att_rate_window = get_attnum(rel_cache.relid, "rate_window");
 	if (!ok)
 		rel_cache.valid = false;
 	return ok;
@@ -254,6 +266,33 @@ detoasted_copy(TupleTableSlot *slot, AttrNumber attnum, bool *isnull)
 	if (*isnull)
 		return (Datum) 0;
 	return PointerGetDatum(PG_DETOAST_DATUM_COPY(value));
+}
+
+/*
+ * The row's rate limit, if it has one.  The table's CHECK keeps the window
+ * within 1 second and 1 day; a month counts 30 days, as interval
+ * comparison does.
+ */
+static void
+read_rate_limit(TupleTableSlot *slot, TokenRow *row)
+{
+	bool		limit_null;
+	bool		window_null;
+	Datum		limit = slot_getattr(slot, rel_cache.att_rate_limit, &limit_null);
+	Datum		window = slot_getattr(slot, rel_cache.att_rate_window, &window_null);
+	Interval   *interval;
+	int64		usecs;
+
+	if (limit_null || window_null)
+		return;
+	interval = DatumGetIntervalP(window);
+	usecs = interval->time + (int64) interval->day * USECS_PER_DAY +
+		(int64) interval->month * DAYS_PER_MONTH * USECS_PER_DAY;
+	row->rate_limit = Max(DatumGetInt32(limit), 0);
+	row->rate_window_us = Min(Max(usecs, IAPI_RATE_WINDOW_MIN_USECS),
+							  IAPI_RATE_WINDOW_MAX_USECS);
+	row->rate_window = datumCopy(window, false, sizeof(Interval));
+	row->rate_null = false;
 }
 
 /* One probe of the unique hash index, under the statement's snapshot. */
@@ -313,6 +352,10 @@ find_token(Datum hash, TokenRow *row)
 			row->scopes = detoasted_copy(slot, rel_cache.att_scopes, &row->scopes_null);
 		if (rel_cache.att_metadata != InvalidAttrNumber)
 			row->metadata = detoasted_copy(slot, rel_cache.att_metadata, &row->metadata_null);
+		row->rate_null = true;
+		if (rel_cache.att_rate_limit != InvalidAttrNumber &&
+			rel_cache.att_rate_window != InvalidAttrNumber)
+			read_rate_limit(slot, row);
 	}
 
 	index_endscan(scan);
@@ -425,41 +468,71 @@ record_use(const TokenRow *row, TimestampTz now, TimestampTz due_before)
 }
 
 /*
- * The valid, active token's row, or false.  A personal token whose owner role
- * was dropped is not valid: nobody is left for it to authenticate.
+ * Whether a valid token's limit admits this verification.  Without shared
+ * memory a limited token is refused: a limit that cannot be counted is not
+ * waived.
  */
 static bool
-verify(FunctionCallInfo fcinfo, TokenRow *row)
+rate_admits(const TokenRow *row, TimestampTz now, RateOutcome *rate)
+{
+	if (iapi_rate_limit_available())
+		return iapi_rate_limit_admit(row->relid, row->id, row->rate_limit,
+									 row->rate_window_us, now, rate);
+	rate->known = false;
+	if (!warned_rate_not_preloaded)
+	{
+		warned_rate_not_preloaded = true;
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("iapi_tokens is not in shared_preload_libraries: tokens with a rate limit are refused"),
+				 errhint("Add iapi_tokens to shared_preload_libraries and restart the server.")));
+	}
+	return false;
+}
+
+/*
+ * The valid, active token's row, IAPI_TOKEN_VALID; or IAPI_TOKEN_RATE_LIMITED
+ * with the row and *rate; or IAPI_TOKEN_INVALID.  A personal token whose
+ * owner role was dropped is not valid: nobody is left for it to
+ * authenticate.  A refused verification is not a use.
+ */
+static IapiTokenStatus
+verify(FunctionCallInfo fcinfo, TokenRow *row, RateOutcome *rate)
 {
 	text	   *token;
 	TokenHash	hash;
 	TimestampTz now;
 	TimestampTz due_before;
 
+	rate->known = false;
+	if (PG_ARGISNULL(0))
+		return IAPI_TOKEN_INVALID;
 	/* Size first, so a huge or toasted value is never detoasted. */
 	if (toast_raw_datum_size(PG_GETARG_DATUM(0)) > VARHDRSZ + IAPI_TOKEN_MAX)
-		return false;
+		return IAPI_TOKEN_INVALID;
 	token = PG_GETARG_TEXT_PP(0);
 	if (!iapi_token_is_well_formed(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token)))
-		return false;
+		return IAPI_TOKEN_INVALID;
 
 	if (!find_token(iapi_token_hash(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token),
 									&hash), row))
-		return false;
+		return IAPI_TOKEN_INVALID;
 
 	now = GetCurrentTimestamp();
 	if (row->revoked || (!row->expires_null && row->expires_at <= now))
-		return false;
+		return IAPI_TOKEN_INVALID;
 	if (!row->owner_null &&
 		!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(row->owner_role)))
-		return false;
+		return IAPI_TOKEN_INVALID;
+	if (!row->rate_null && !rate_admits(row, now, rate))
+		return IAPI_TOKEN_RATE_LIMITED;
 
 	if (row->has_use_count)
 	{
 		if (iapi_usage_available())
 		{
 			iapi_usage_record(row->relid, row->id, now);
-			return true;
+			return IAPI_TOKEN_VALID;
 		}
 		if (!warned_not_preloaded)
 		{
@@ -478,7 +551,7 @@ verify(FunctionCallInfo fcinfo, TokenRow *row)
 		row->last_used_at = now;
 		row->last_used_null = false;
 	}
-	return true;
+	return IAPI_TOKEN_VALID;
 }
 
 /* The five columns both versions of verify_token return first. */
@@ -497,6 +570,24 @@ fill_1_0_columns(const TokenRow *row, Datum *values, bool *nulls)
 	nulls[4] = row->last_used_null;
 }
 
+/* The columns of verify_token after the first five. */
+static void
+fill_verify_columns(const TokenRow *row, Datum *values, bool *nulls, int ncolumns)
+{
+	fill_1_0_columns(row, values, nulls);
+	values[5] = ObjectIdGetDatum(row->owner_role);
+	nulls[5] = row->owner_null;
+	values[6] = row->token_uuid;
+	nulls[6] = row->uuid_null;
+	if (ncolumns == IAPI_VERIFY_COLUMNS)
+	{
+		values[7] = row->scopes;
+		nulls[7] = row->scopes_null;
+		values[8] = row->metadata;
+		nulls[8] = row->metadata_null;
+	}
+}
+
 /*
  * Verifies argument 0 and fills the columns of verify_token: seven as 1.1
  * to 1.3 declare it, nine (scopes, metadata) from 1.4; false, with nothing
@@ -507,23 +598,13 @@ iapi_verify_token_columns(FunctionCallInfo fcinfo, Datum *values, bool *nulls,
 						  int ncolumns)
 {
 	TokenRow	row;
+	RateOutcome rate;
 
 	if (ncolumns != IAPI_VERIFY_COLUMNS_1_1 && ncolumns != IAPI_VERIFY_COLUMNS)
 		elog(ERROR, "verify_token is declared with %d columns", ncolumns);
-	if (!verify(fcinfo, &row))
+	if (verify(fcinfo, &row, &rate) != IAPI_TOKEN_VALID)
 		return false;
-	fill_1_0_columns(&row, values, nulls);
-	values[5] = ObjectIdGetDatum(row.owner_role);
-	nulls[5] = row.owner_null;
-	values[6] = row.token_uuid;
-	nulls[6] = row.uuid_null;
-	if (ncolumns == IAPI_VERIFY_COLUMNS)
-	{
-		values[7] = row.scopes;
-		nulls[7] = row.scopes_null;
-		values[8] = row.metadata;
-		nulls[8] = row.metadata_null;
-	}
+	fill_verify_columns(&row, values, nulls, ncolumns);
 	return true;
 }
 
@@ -554,14 +635,84 @@ iapi_tokens_verify_token(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	TokenRow	row;
+	RateOutcome rate;
 	Datum		values[5];
 	bool		nulls[5];
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	if (!verify(fcinfo, &row))
+	if (verify(fcinfo, &row, &rate) != IAPI_TOKEN_VALID)
 		return (Datum) 0;
 
 	fill_1_0_columns(&row, values, nulls);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	return (Datum) 0;
+}
+
+/* Whole seconds, rounded up: a client that waits this long is admitted. */
+static int32
+ceil_seconds(int64 ms)
+{
+	return (int32) ((Max(ms, 0) + 999) / 1000);
+}
+
+PG_FUNCTION_INFO_V1(iapi_tokens_check_token);
+
+/*
+ * SQL: iapi_tokens.check_token(text, boolean) RETURNS TABLE (status, token_id, ..., retry_after)
+ *
+ * One row whatever the input: status valid, invalid or rate_limited.  A
+ * valid or rate-limited token also gives verify_token's columns and its
+ * limit; remaining and reset_after describe its window, retry_after is set
+ * only when it was refused.  With authenticate true, a valid token becomes
+ * the current token, as authenticate() makes it, and anything else leaves
+ * none.  Never raises an error for any input.
+ */
+Datum
+iapi_tokens_check_token(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		values[IAPI_CHECK_COLUMNS];
+	bool		nulls[IAPI_CHECK_COLUMNS];
+	TokenRow	row;
+	RateOutcome rate;
+	IapiTokenStatus status;
+	bool		authenticate = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (rsinfo->setDesc->natts != IAPI_CHECK_COLUMNS)
+		elog(ERROR, "check_token is declared with %d columns", rsinfo->setDesc->natts);
+
+	if (authenticate)
+		iapi_forget_current_token();
+	status = verify(fcinfo, &row, &rate);
+	memset(nulls, true, sizeof(nulls));
+	values[0] = CStringGetTextDatum(status == IAPI_TOKEN_VALID ? "valid" :
+									status == IAPI_TOKEN_RATE_LIMITED ? "rate_limited" :
+									"invalid");
+	nulls[0] = false;
+	if (status != IAPI_TOKEN_INVALID)
+	{
+		fill_verify_columns(&row, values + 1, nulls + 1, IAPI_VERIFY_COLUMNS);
+		if (authenticate && status == IAPI_TOKEN_VALID)
+			iapi_set_current_token(rsinfo->setDesc, 1, values + 1, nulls + 1);
+		if (!row.rate_null)
+		{
+			values[10] = Int32GetDatum(row.rate_limit);
+			values[11] = row.rate_window;
+			nulls[10] = nulls[11] = false;
+		}
+		if (rate.known)
+		{
+			values[12] = Int32GetDatum(rate.remaining);
+			values[13] = Int32GetDatum(ceil_seconds(rate.reset_ms));
+			nulls[12] = nulls[13] = false;
+			if (status == IAPI_TOKEN_RATE_LIMITED)
+			{
+				values[14] = values[13];
+				nulls[14] = false;
+			}
+		}
+	}
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }
