@@ -40,7 +40,7 @@ DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql \
 	sql/iapi_tokens--1.1--1.2.sql sql/iapi_tokens--1.2--1.3.sql \
 	sql/iapi_tokens--1.3--1.4.sql sql/iapi_tokens--1.4--1.5.sql \
 	sql/iapi_tokens_rest--1.0.sql sql/iapi_tokens_rest--1.0--1.1.sql \
-	sql/iapi_tokens_rest--1.1--1.2.sql
+	sql/iapi_tokens_rest--1.1--1.2.sql sql/iapi_tokens_rest--1.2--1.3.sql
 
 # pg_regress reads sql/<test>.sql and expected/<test>.out from the top level;
 # the install script sql/iapi_tokens--*.sql is never named as a test.

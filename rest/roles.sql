@@ -84,11 +84,14 @@ GRANT USAGE ON SCHEMA iapi_rest, iapi_rest_internal, iapi_tokens
 GRANT EXECUTE ON FUNCTION
 	iapi_rest.authenticate(),
 	iapi_tokens.authenticate(text),
+	iapi_tokens.check_token(text, boolean),
 	iapi_tokens.current_token(),
 	iapi_rest_internal.request_header(text),
 	iapi_rest_internal.raise_http(integer, text, text, text),
 	iapi_rest_internal.rethrow(text, text, text, text),
 	iapi_rest_internal.raise_unauthorized(text, text),
+	iapi_rest_internal.raise_rate_limited(integer, interval, integer),
+	iapi_rest_internal.rate_limit_headers(integer, interval, integer, integer),
 	iapi_rest_internal.path_param(anyelement, text, text),
 	iapi_rest_internal.iso8601_ms(timestamptz),
 	iapi_rest_internal.token_info(uuid, text, timestamptz, timestamptz, timestamptz),
@@ -110,7 +113,7 @@ GRANT EXECUTE ON FUNCTION iapi_rest.revoke_leaked(jsonb) TO iapi_leak_reporter;
 GRANT EXECUTE ON FUNCTION
 	iapi_rest.create_source(text, text),
 	iapi_rest.list_sources(),
-	iapi_rest.generate_token(bigint, text[], jsonb),
+	iapi_rest.generate_token(bigint, text[], jsonb, integer, integer),
 	iapi_rest.generate_token_v3(bigint),
 	iapi_rest.list_tokens(bigint),
 	iapi_rest.revoke_token(bigint, bigint)
@@ -119,14 +122,15 @@ GRANT EXECUTE ON FUNCTION
 -- The personal-token routes run as the caller, who owns the tokens, so the
 -- caller also needs the core functions they call.
 GRANT EXECUTE ON FUNCTION
-	iapi_rest.create_access_token(integer, text, text[], jsonb),
+	iapi_rest.create_access_token(integer, text, text[], jsonb, integer, integer),
 	iapi_rest.list_access_tokens(),
 	iapi_rest.get_access_token(uuid),
 	iapi_rest.delete_access_token(uuid),
-	iapi_tokens.create_access_token(integer, text, text[], jsonb),
+	iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval),
 	iapi_tokens.list_access_tokens(),
 	iapi_tokens.get_access_token(uuid),
-	iapi_tokens.delete_access_token(uuid)
+	iapi_tokens.delete_access_token(uuid),
+	iapi_tokens.set_access_token_rate_limit(uuid, integer, interval)
 	TO iapi_token_user;
 
 -- A user who may hold personal tokens, e.g. for a JWT {"role": "alice"}:

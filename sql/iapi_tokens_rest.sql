@@ -1,8 +1,8 @@
 -- iapi_tokens_rest: the HTTP routes of the seeds, served by PostgREST.
 --
--- This is the full install script of the current version (1.1); the build
--- copies it to sql/iapi_tokens_rest--1.1.sql.  sql/iapi_tokens_rest--1.0.sql
--- stays as released, and sql/iapi_tokens_rest--1.0--1.1.sql updates it.
+-- This is the full install script of the current version (1.3); the build
+-- copies it to sql/iapi_tokens_rest--1.3.sql.  sql/iapi_tokens_rest--1.0.sql
+-- stays as released, and the sql/iapi_tokens_rest--A--B.sql scripts update it.
 --
 -- PostgREST exposes schema iapi_rest.  Each route is one function that
 -- returns the seed's object as a composite type (PostgREST renders it as
@@ -11,8 +11,9 @@
 --     stitch_client_id claim; another client's source does not exist (404);
 --   * personal-token routes act for the JWT's role, which owns the tokens;
 --   * authenticate() is the db-pre-request: it verifies an X-Api-Key header
---     with iapi_tokens.authenticate(), so whoami() and the user's own
---     functions and policies can read iapi_tokens.current_token().
+--     with iapi_tokens.check_token(), so whoami() and the user's own
+--     functions and policies can read iapi_tokens.current_token(); a key
+--     over its rate limit gets 429 with Retry-After and RateLimit headers.
 -- Errors use PostgREST's body (code, message, details, hint) and a real
 -- status through PTxxx SQLSTATEs; see README.md, "Serving over HTTP".
 -- Path parameters come from the arguments or from the X-Iapi-Source-Id and
@@ -20,15 +21,15 @@
 
 \echo Use "CREATE EXTENSION iapi_tokens_rest" to load this file. \quit
 
--- The pre-request needs iapi_tokens.authenticate(), new in 1.2, and whoami
+-- The pre-request needs iapi_tokens.check_token(), new in 1.5, and whoami
 -- tokens.use_count, new in 1.4.  PL/pgSQL bodies are checked only when they
 -- run, so check here, not at the first request.
 DO $$
 BEGIN
 	IF (SELECT pg_catalog.string_to_array(e.extversion, '.')::integer[]
 		  FROM pg_catalog.pg_extension e WHERE e.extname = 'iapi_tokens')
-	   OPERATOR(pg_catalog.<) '{1,4}'::integer[] THEN
-		RAISE EXCEPTION 'iapi_tokens_rest needs iapi_tokens 1.4 or later'
+	   OPERATOR(pg_catalog.<) '{1,5}'::integer[] THEN
+		RAISE EXCEPTION 'iapi_tokens_rest needs iapi_tokens 1.5 or later'
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  HINT = 'Run ALTER EXTENSION iapi_tokens UPDATE first.';
 	END IF;
@@ -138,6 +139,53 @@ $$;
 
 COMMENT ON FUNCTION iapi_rest_internal.raise_unauthorized(text, text) IS
 	'Internal: answers 401 with a WWW-Authenticate challenge for the X-Api-Key scheme';
+
+-- The IETF httpapi draft's fields: the policy (q requests per w seconds)
+-- and the key's state in it (r remaining, t seconds until the window ends).
+CREATE FUNCTION iapi_rest_internal.rate_limit_headers(
+	rate_limit integer,
+	rate_window interval,
+	remaining integer,
+	reset_after integer)
+RETURNS json
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN pg_catalog.json_build_object(
+	'RateLimit-Policy', pg_catalog.format('"token";q=%s;w=%s', rate_limit,
+		pg_catalog.ceil(pg_catalog.date_part('epoch', rate_window))::bigint),
+	'RateLimit', pg_catalog.format('"token";r=%s;t=%s', remaining, reset_after));
+
+COMMENT ON FUNCTION iapi_rest_internal.rate_limit_headers(integer, interval, integer, integer) IS
+	'Internal: the RateLimit-Policy and RateLimit header fields of a rate-limited key''s response';
+
+-- RFC 6585's 429 with RFC 9110's Retry-After, in PostgREST's error body.
+CREATE FUNCTION iapi_rest_internal.raise_rate_limited(
+	rate_limit integer,
+	rate_window interval,
+	retry_after integer)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RAISE SQLSTATE 'PGRST' USING
+		MESSAGE = pg_catalog.json_build_object(
+			'code', 'PT429',
+			'message', 'the API key is rate limited',
+			'details', pg_catalog.format('Retry after %s seconds.', retry_after),
+			'hint', pg_catalog.format('The key is limited to %s requests per %s.',
+									  rate_limit, rate_window))::text,
+		DETAIL = pg_catalog.json_build_object(
+			'status', 429,
+			'headers', (pg_catalog.json_build_object('Retry-After', retry_after::text)::jsonb
+						OPERATOR(pg_catalog.||)
+						iapi_rest_internal.rate_limit_headers(rate_limit, rate_window, 0,
+															  retry_after)::jsonb))::text;
+END
+$$;
+
+COMMENT ON FUNCTION iapi_rest_internal.raise_rate_limited(integer, interval, integer) IS
+	'Internal: answers 429 Too Many Requests with Retry-After, RateLimit-Policy and RateLimit';
 
 -- ---------------------------------------------------------------------------
 -- Request context
@@ -439,7 +487,9 @@ COMMENT ON FUNCTION iapi_rest.list_sources() IS
 CREATE FUNCTION iapi_rest.generate_token(
 	source_id bigint DEFAULT NULL,
 	scopes text[] DEFAULT NULL,
-	metadata jsonb DEFAULT NULL)
+	metadata jsonb DEFAULT NULL,
+	"rateLimit" integer DEFAULT NULL,
+	"rateWindowSeconds" integer DEFAULT NULL)
 RETURNS iapi_rest.import_api_token
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -453,7 +503,8 @@ BEGIN
 	BEGIN
 		SELECT g.id, g.access_token INTO result
 		  FROM iapi_tokens.generate_token(sid, NULL, NULL, generate_token.scopes,
-										  generate_token.metadata) g;
+										  generate_token.metadata, "rateLimit",
+										  pg_catalog.make_interval(secs => "rateWindowSeconds")) g;
 	EXCEPTION WHEN check_violation THEN
 		PERFORM iapi_rest_internal.raise_http(409,
 			format('source %s already has two active tokens; revoke one first', sid),
@@ -469,8 +520,8 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
-COMMENT ON FUNCTION iapi_rest.generate_token(bigint, text[], jsonb) IS
-	'POST /v4/sources/{source_id}/tokens: {"id", "access_token"}, with optional "scopes" and "metadata" in the body; the token is shown only here';
+COMMENT ON FUNCTION iapi_rest.generate_token(bigint, text[], jsonb, integer, integer) IS
+	'POST /v4/sources/{source_id}/tokens: {"id", "access_token"}, with optional "scopes", "metadata", "rateLimit" and "rateWindowSeconds" in the body; the token is shown only here';
 
 -- Seed 001 returned every active token in plaintext.  Only hashes are kept,
 -- so the other tokens show their display prefix, masked.
@@ -569,7 +620,9 @@ CREATE FUNCTION iapi_rest.create_access_token(
 	"lifetimeSeconds" integer DEFAULT NULL,
 	description text DEFAULT NULL,
 	scopes text[] DEFAULT NULL,
-	metadata jsonb DEFAULT NULL)
+	metadata jsonb DEFAULT NULL,
+	"rateLimit" integer DEFAULT NULL,
+	"rateWindowSeconds" integer DEFAULT NULL)
 RETURNS iapi_rest.access_token
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -591,7 +644,9 @@ BEGIN
 		  FROM iapi_tokens.create_access_token("lifetimeSeconds",
 											   create_access_token.description,
 											   create_access_token.scopes,
-											   create_access_token.metadata) c;
+											   create_access_token.metadata,
+											   "rateLimit",
+											   pg_catalog.make_interval(secs => "rateWindowSeconds")) c;
 	EXCEPTION WHEN check_violation THEN
 		GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
 		PERFORM iapi_rest_internal.raise_http(409, msg || '; delete one first', NULL,
@@ -607,8 +662,8 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
-COMMENT ON FUNCTION iapi_rest.create_access_token(integer, text, text[], jsonb) IS
-	'POST /v4/apiAccessTokens: 201 and {"tokenValue", "tokenInfo"}; the token is shown only here';
+COMMENT ON FUNCTION iapi_rest.create_access_token(integer, text, text[], jsonb, integer, integer) IS
+	'POST /v4/apiAccessTokens: 201 and {"tokenValue", "tokenInfo"}, with optional "scopes", "metadata", "rateLimit" and "rateWindowSeconds" in the body; the token is shown only here';
 
 CREATE FUNCTION iapi_rest.list_access_tokens()
 RETURNS iapi_rest.access_token_list
@@ -687,8 +742,8 @@ COMMENT ON FUNCTION iapi_rest.delete_access_token(uuid) IS
 -- API-key authentication
 -- ---------------------------------------------------------------------------
 
--- VOLATILE: a verification may record last_used_at (never in a read-only
--- transaction, where it just verifies).  An error here names no token.
+-- VOLATILE: a verification records the key's use and counts it against
+-- its rate limit.  An error here names no token.
 --
 -- The key is never a PL/pgSQL variable: the query that verifies it would
 -- take the variable as a parameter, which a custom plan turns into a
@@ -699,19 +754,37 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	checked record;
 BEGIN
 	IF iapi_rest_internal.request_header('x-api-key') IS NULL THEN
 		RETURN;
 	END IF;
-	PERFORM FROM iapi_tokens.authenticate(iapi_rest_internal.request_header('x-api-key'));
-	IF NOT FOUND THEN
+	SELECT c.status, c.rate_limit, c.rate_window, c.remaining, c.reset_after, c.retry_after
+	  INTO checked
+	  FROM iapi_tokens.check_token(iapi_rest_internal.request_header('x-api-key'), true) c;
+	IF checked.status = 'rate_limited' THEN
+		PERFORM iapi_rest_internal.raise_rate_limited(checked.rate_limit, checked.rate_window,
+													  coalesce(checked.retry_after, 1));
+	ELSIF checked.status IS DISTINCT FROM 'valid' THEN
 		PERFORM iapi_rest_internal.raise_unauthorized('the API key is not valid', 'invalid_token');
+	ELSIF checked.rate_limit IS NOT NULL THEN
+		-- A route of this layer sets no headers of its own to lose these.
+		PERFORM pg_catalog.set_config('response.headers',
+			pg_catalog.json_build_array(
+				pg_catalog.json_build_object('RateLimit-Policy',
+					iapi_rest_internal.rate_limit_headers(checked.rate_limit, checked.rate_window,
+						checked.remaining, checked.reset_after) OPERATOR(pg_catalog.->>) 'RateLimit-Policy'),
+				pg_catalog.json_build_object('RateLimit',
+					iapi_rest_internal.rate_limit_headers(checked.rate_limit, checked.rate_window,
+						checked.remaining, checked.reset_after) OPERATOR(pg_catalog.->>) 'RateLimit'))::text,
+			true);
 	END IF;
 END
 $$;
 
 COMMENT ON FUNCTION iapi_rest.authenticate() IS
-	'PostgREST db-pre-request: verifies an X-Api-Key header and makes it iapi_tokens.current_token(); 401 if it is not valid';
+	'PostgREST db-pre-request: verifies an X-Api-Key header and makes it iapi_tokens.current_token(); 401 if it is not valid, 429 with Retry-After if it is over its rate limit, RateLimit headers on a limited key''s success';
 
 CREATE FUNCTION iapi_rest.whoami()
 RETURNS iapi_rest.identity
@@ -884,6 +957,8 @@ GRANT EXECUTE ON FUNCTION
 	iapi_rest_internal.raise_http(integer, text, text, text),
 	iapi_rest_internal.rethrow(text, text, text, text),
 	iapi_rest_internal.raise_unauthorized(text, text),
+	iapi_rest_internal.raise_rate_limited(integer, interval, integer),
+	iapi_rest_internal.rate_limit_headers(integer, interval, integer, integer),
 	iapi_rest_internal.path_param(anyelement, text, text),
 	iapi_rest_internal.iso8601_ms(timestamptz),
 	iapi_rest_internal.token_info(uuid, text, timestamptz, timestamptz, timestamptz),

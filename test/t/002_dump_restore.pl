@@ -74,7 +74,7 @@ like($rot_new, $token_re, 'src: rotate_token returns a token');
 # cluster, so the restored databases below see the same ones.
 $node->safe_psql('postgres', 'CREATE ROLE regress_owner; CREATE ROLE regress_owner2');
 $node->safe_psql('src',
-	'GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb) TO regress_owner, regress_owner2'
+	'GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval) TO regress_owner, regress_owner2'
 );
 
 # Creates a personal token as $role; returns its row id, public id and value.
@@ -243,7 +243,7 @@ sub check_restored
 	is($node->safe_psql($db, $owners_sql), '',
 		"$db: the restore leaves token_owners empty: its rows are only lock anchors");
 	is( $node->safe_psql($db,
-			q{SELECT has_function_privilege('regress_owner', 'iapi_tokens.create_access_token(integer, text, text[], jsonb)', 'EXECUTE')}
+			q{SELECT has_function_privilege('regress_owner', 'iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval)', 'EXECUTE')}
 		),
 		't', "$db: the owner's EXECUTE grant on create_access_token restored");
 

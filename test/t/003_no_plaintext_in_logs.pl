@@ -351,7 +351,7 @@ fails("SELECT access_token FROM iapi_tokens.rotate_token($s4, $r2_id, '-1 hour')
 $node->safe_psql('postgres', q{
 	CREATE ROLE owner LOGIN;
 	GRANT EXECUTE ON FUNCTION
-		iapi_tokens.create_access_token(integer, text, text[], jsonb),
+		iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval),
 		iapi_tokens.list_access_tokens(),
 		iapi_tokens.get_access_token(uuid),
 		iapi_tokens.delete_access_token(uuid),
@@ -595,7 +595,7 @@ GRANT alice TO iapi_authenticator;
 CREATE ROLE app LOGIN;
 CREATE ROLE owner LOGIN;
 GRANT EXECUTE ON FUNCTION
-	iapi_tokens.create_access_token(integer, text, text[], jsonb),
+	iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval),
 	iapi_tokens.rotate_access_token(uuid, interval)
 TO owner;
 });

@@ -33,7 +33,7 @@ $node->safe_psql('postgres', 'CREATE ROLE regress_alice; CREATE ROLE regress_bob
 $node->safe_psql('postgres', 'CREATE DATABASE src');
 $node->safe_psql('src', 'CREATE EXTENSION iapi_tokens');
 $node->safe_psql('src',
-	'GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb),
+	'GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval),
 		iapi_tokens.rotate_access_token(uuid, interval) TO regress_alice, regress_bob');
 
 # Many sources with one token each; the plaintexts are kept in a table of
@@ -176,7 +176,7 @@ $node->safe_psql('postgres', 'CREATE DATABASE data_only');
 $node->safe_psql('data_only', 'CREATE EXTENSION iapi_tokens');
 # A data-only dump carries no grant.
 $node->safe_psql('data_only',
-	'GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb) TO regress_alice');
+	'GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval) TO regress_alice');
 $node->command_ok(
 	[
 		'pg_dump', '--data-only', '--schema=iapi_tokens', '-Fc',

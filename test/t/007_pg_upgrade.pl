@@ -64,7 +64,7 @@ for my $mode ('--copy', '--link')
 	# their grace period; a full source; a per-role limit; the audit trail.
 	my @valid = split /\n/, $old->safe_psql(
 		'app', q{
-		GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb),
+		GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval),
 			iapi_tokens.rotate_access_token(uuid, interval) TO regress_owner;
 		SELECT iapi_tokens.set_owner_limit('regress_owner', 2);
 		CREATE TEMP TABLE kept (token text, valid boolean);
@@ -136,10 +136,10 @@ for my $mode ('--copy', '--link')
 	# The user's grants came along; apart from them, the upgraded catalog
 	# is a fresh installation's in the new major.
 	is($new->safe_psql('app',
-			q{SELECT has_function_privilege('regress_owner', 'iapi_tokens.create_access_token(integer, text, text[], jsonb)', 'EXECUTE')}),
+			q{SELECT has_function_privilege('regress_owner', 'iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval)', 'EXECUTE')}),
 		't', "$mode: the grant to regress_owner survived");
 	$new->safe_psql('app',
-		'REVOKE EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb),
+		'REVOKE EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval),
 			iapi_tokens.rotate_access_token(uuid, interval) FROM regress_owner');
 	$new->safe_psql('postgres', 'CREATE DATABASE fresh');
 	$new->safe_psql('fresh', 'CREATE EXTENSION iapi_tokens');

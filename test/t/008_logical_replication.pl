@@ -31,7 +31,7 @@ for my $node ($publisher, $subscriber)
 	$node->safe_psql('postgres', 'CREATE ROLE regress_owner');
 	$node->safe_psql('postgres', 'CREATE EXTENSION iapi_tokens');
 	$node->safe_psql('postgres',
-		'GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb) TO regress_owner');
+		'GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval) TO regress_owner');
 }
 
 # Data before the subscription: it arrives with the initial copy.

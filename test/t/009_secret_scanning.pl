@@ -58,7 +58,7 @@ $node->init;
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION iapi_tokens; CREATE ROLE regress_scan');
 $node->safe_psql('postgres',
-	'GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb) TO regress_scan');
+	'GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval) TO regress_scan');
 
 my %tokens;
 for my $prefix ('iapi_', 'acme_live_')
