@@ -4,7 +4,7 @@
 -- schema PostgREST does not expose.
 \set SHOW_CONTEXT never
 CREATE EXTENSION iapi_tokens_rest;	-- needs iapi_tokens
--- ... at version 1.4 at least: its pre-request calls authenticate(), whoami
+-- ... at version 1.5 at least: its pre-request calls check_token(), whoami
 -- reads use_count.
 CREATE EXTENSION iapi_tokens VERSION '1.1';
 CREATE EXTENSION iapi_tokens_rest;
@@ -77,8 +77,8 @@ SELECT iapi_rest.list_sources();
 CREATE ROLE regress_iapi_rest_group NOLOGIN;
 CREATE ROLE regress_iapi_rest_user NOLOGIN IN ROLE regress_iapi_rest_group;
 GRANT regress_iapi_rest_user TO CURRENT_USER;
-GRANT EXECUTE ON FUNCTION iapi_rest.create_access_token(integer, text, text[], jsonb),
-	iapi_tokens.create_access_token(integer, text, text[], jsonb) TO regress_iapi_rest_group;
+GRANT EXECUTE ON FUNCTION iapi_rest.create_access_token(integer, text, text[], jsonb, integer, integer),
+	iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval) TO regress_iapi_rest_group;
 GRANT USAGE ON SCHEMA iapi_rest TO regress_iapi_rest_group;
 SET ROLE regress_iapi_rest_user;
 SELECT iapi_rest_internal.token_owner() AS owner;
@@ -92,8 +92,8 @@ RESET ROLE;
 SELECT count(*) AS group_tokens FROM iapi_tokens.tokens
  WHERE owner_role = 'regress_iapi_rest_group'::regrole;
 REVOKE USAGE ON SCHEMA iapi_rest FROM regress_iapi_rest_group;
-REVOKE EXECUTE ON FUNCTION iapi_rest.create_access_token(integer, text, text[], jsonb),
-	iapi_tokens.create_access_token(integer, text, text[], jsonb) FROM regress_iapi_rest_group;
+REVOKE EXECUTE ON FUNCTION iapi_rest.create_access_token(integer, text, text[], jsonb, integer, integer),
+	iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval) FROM regress_iapi_rest_group;
 DROP ROLE regress_iapi_rest_user, regress_iapi_rest_group;
 
 -- iapi_tokens cannot go while its PostgREST layer is installed.  The layer
@@ -159,6 +159,7 @@ GRANT EXECUTE ON FUNCTION iapi_rest.authenticate(), iapi_rest.generate_token_v3(
 REVOKE EXECUTE ON FUNCTION iapi_rest_internal.request_header(text) FROM PUBLIC;
 ALTER EXTENSION iapi_tokens_rest UPDATE TO '1.1';
 ALTER EXTENSION iapi_tokens_rest UPDATE TO '1.2';
+ALTER EXTENSION iapi_tokens_rest UPDATE TO '1.3';
 SELECT extversion FROM pg_extension WHERE extname = 'iapi_tokens_rest';
 
 -- The user's grants survived the update, and are still the user's own: not
@@ -192,6 +193,14 @@ GRANT EXECUTE ON FUNCTION iapi_rest.generate_token(bigint) TO regress_iapi_rest_
 ALTER EXTENSION iapi_tokens_rest UPDATE TO '1.2';
 SELECT has_function_privilege('regress_iapi_rest_app', 'iapi_rest.generate_token(bigint, text[], jsonb)', 'EXECUTE')
 	AS grant_carried;
+-- 1.3 changed them again, for rateLimit and rateWindowSeconds; authenticate()
+-- is replaced in place and keeps the user's grant as the user's.
+GRANT EXECUTE ON FUNCTION iapi_rest.authenticate() TO regress_iapi_rest_app;
+ALTER EXTENSION iapi_tokens_rest UPDATE TO '1.3';
+SELECT has_function_privilege('regress_iapi_rest_app', 'iapi_rest.generate_token(bigint, text[], jsonb, integer, integer)', 'EXECUTE')
+	AS grant_carried,
+	   has_function_privilege('regress_iapi_rest_app', 'iapi_rest.authenticate()', 'EXECUTE')
+	AS authenticate_grant_kept;
 
 DROP EXTENSION iapi_tokens_rest;
 DROP SCHEMA iapi_rest;

@@ -1,7 +1,7 @@
--- ALTER EXTENSION UPDATE from 1.0, through 1.1, 1.2 and 1.3 to 1.4, keeps the
--- tokens, their verification and the grants users made, and ends in the same
--- catalog state as a fresh installation.  The two are built by different
--- scripts: a fresh install runs iapi_tokens--1.4.sql alone, the update runs
+-- ALTER EXTENSION UPDATE from 1.0, through 1.1, 1.2, 1.3 and 1.4 to 1.5, keeps
+-- the tokens, their verification and the grants users made, and ends in the
+-- same catalog state as a fresh installation.  The two are built by different
+-- scripts: a fresh install runs iapi_tokens--1.5.sql alone, the update runs
 -- 1.0's full script and then each update script.
 \set SHOW_CONTEXT never
 CREATE ROLE regress_iapi_app NOLOGIN;
@@ -204,8 +204,27 @@ $$;
 SELECT use_count, last_used_at > :'t4_used' AS recorded
   FROM iapi_tokens.tokens WHERE id = :t4;
 
+-- The 1.5 library serves a 1.4 database until the update: it generates
+-- through 1.4's store function, and 1.4's tokens have no limit.
+SELECT iapi_tokens.create_source('upgrade_15') AS sid15 \gset
+SELECT id AS t5, access_token AS tok5 FROM iapi_tokens.generate_token(:sid15, 'before 1.5') \gset
+SELECT count(*) AS verified FROM iapi_tokens.verify_token(:'tok5');
+
+-- 1.4 -> 1.5: rate limits.  generate_token and create_access_token gain
+-- arguments and are re-created with their grants, and the warning.
+ALTER EXTENSION iapi_tokens UPDATE TO '1.5';
+SELECT extversion FROM pg_extension WHERE extname = 'iapi_tokens';
+SELECT has_function_privilege('regress_iapi_p12', 'iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval)', 'EXECUTE') AS grant_carried;
+SELECT status, rate_limit FROM iapi_tokens.check_token(:'tok5');
+SELECT iapi_tokens.set_rate_limit(:t5, 1, '1 hour');
+SELECT count(*) AS admitted FROM iapi_tokens.verify_token(:'tok5');
+SELECT count(*) AS refused FROM iapi_tokens.verify_token(:'tok5');
+SELECT status, retry_after BETWEEN 3500 AND 3600 AS retry_within_the_hour
+  FROM iapi_tokens.check_token(:'tok5');
+SELECT action, details FROM iapi_tokens.audit WHERE token_id = :t5 ORDER BY id;
+
 -- Apart from those grants, the updated catalog is the fresh one.
-REVOKE EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb),
+REVOKE EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval),
 	iapi_tokens.rotate_access_token(uuid, interval) FROM regress_iapi_p12;
 REVOKE EXECUTE ON FUNCTION iapi_tokens.revoke_token(bigint, bigint) FROM regress_iapi_app;
 REVOKE EXECUTE ON FUNCTION iapi_tokens.list_token_details(bigint, boolean) FROM regress_iapi_app;
