@@ -717,20 +717,21 @@ CREATE TRIGGER tokens_audit_update
 	EXECUTE FUNCTION iapi_tokens_internal.record_token_event();
 
 -- A revoked token's rate limit counts leave shared memory when the
--- revocation commits.
+-- revocation commits, and so do a token's whose limit is removed.
 CREATE FUNCTION iapi_tokens_internal.forget_rate_limit()
 RETURNS trigger
 AS 'MODULE_PATHNAME', 'iapi_tokens_forget_rate_limit'
 LANGUAGE C;
 
 COMMENT ON FUNCTION iapi_tokens_internal.forget_rate_limit() IS
-	'Trigger: drops a revoked token''s rate limit counts from shared memory at commit';
+	'Trigger: drops the rate limit counts of a token revoked or made unlimited from shared memory at commit';
 
 CREATE TRIGGER tokens_forget_rate_limit
-	AFTER UPDATE OF revoked_at ON iapi_tokens.tokens
+	AFTER UPDATE OF revoked_at, rate_limit ON iapi_tokens.tokens
 	FOR EACH ROW
-	WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL
-		  AND OLD.rate_limit IS NOT NULL)
+	WHEN (OLD.rate_limit IS NOT NULL
+		  AND ((OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL)
+			   OR NEW.rate_limit IS NULL))
 	EXECUTE FUNCTION iapi_tokens_internal.forget_rate_limit();
 
 CREATE TRIGGER tokens_audit_delete

@@ -76,6 +76,7 @@ typedef struct RateShared
 	LWLockPadded *locks;
 	TimestampTz epoch;			/* time 0 of the window ends */
 	pg_atomic_uint32 entries;	/* at most rate_limit_max_tokens */
+	pg_atomic_uint64 last_eviction_ms;	/* the last scan for ended windows */
 	pg_atomic_uint64 admitted;
 	pg_atomic_uint64 refused;
 	pg_atomic_uint64 evictions;
@@ -127,6 +128,7 @@ rate_shmem_startup(void)
 		rate->locks = GetNamedLWLockTranche(RATE_TRANCHE);
 		rate->epoch = GetCurrentTimestamp();
 		pg_atomic_init_u32(&rate->entries, 0);
+		pg_atomic_init_u64(&rate->last_eviction_ms, 0);
 		pg_atomic_init_u64(&rate->admitted, 0);
 		pg_atomic_init_u64(&rate->refused, 0);
 		pg_atomic_init_u64(&rate->evictions, 0);
@@ -172,7 +174,9 @@ rate_clock_ms(TimestampTz now)
 
 /*
  * Evicts every entry whose window has ended, under all partition locks;
- * returns how many went.  The caller holds none of them.
+ * returns how many went.  The caller holds none of them.  The scan stalls
+ * every limited verification, so a full table is scanned at most once a
+ * second, by one backend: the others are refused meanwhile.
  */
 static int
 evict_ended_windows(int64 now_ms)
@@ -180,6 +184,13 @@ evict_ended_windows(int64 now_ms)
 	HASH_SEQ_STATUS status;
 	RateEntry  *entry;
 	int			evicted = 0;
+	uint64		last = pg_atomic_read_u64(&rate->last_eviction_ms);
+
+	if ((int64) last > now_ms - 1000 && last != 0)
+		return 0;
+	if (!pg_atomic_compare_exchange_u64(&rate->last_eviction_ms, &last,
+										(uint64) Max(now_ms, 1)))
+		return 0;
 
 	for (int i = 0; i < RATE_PARTITIONS; i++)
 		LWLockAcquire(&rate->locks[i].lock, LW_EXCLUSIVE);
