@@ -9,7 +9,7 @@ CREATE ROLE regress_iapi_bob NOLOGIN;
 CREATE ROLE regress_iapi_admin NOLOGIN;
 CREATE ROLE "regress_iapi_Mixed Case" NOLOGIN;
 GRANT EXECUTE ON FUNCTION
-	iapi_tokens.create_access_token(integer, text, text[], jsonb),
+	iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval),
 	iapi_tokens.list_access_tokens(),
 	iapi_tokens.get_access_token(uuid),
 	iapi_tokens.delete_access_token(uuid),
@@ -242,12 +242,12 @@ RESET iapi_tokens.max_tokens_per_owner;
 
 -- A token whose owner role was dropped verifies no more.
 CREATE ROLE regress_iapi_gone NOLOGIN;
-GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb) TO regress_iapi_gone;
+GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval) TO regress_iapi_gone;
 SET ROLE regress_iapi_gone;
 SELECT token_value AS gone_tok FROM iapi_tokens.create_access_token(-1) \gset
 RESET ROLE;
 SELECT count(*) AS verifies_before FROM iapi_tokens.verify_token(:'gone_tok');
-REVOKE EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb) FROM regress_iapi_gone;
+REVOKE EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval) FROM regress_iapi_gone;
 DROP ROLE regress_iapi_gone;
 SELECT count(*) AS verifies_after FROM iapi_tokens.verify_token(:'gone_tok');
 -- purge_tokens revokes it, so that no dump carries it live...

@@ -48,6 +48,7 @@ SELECT p.proname AS undocumented
 		'rotate_access_token', 'rotate_token', 'set_owner_limit', 'source_json',
 		'check_tokens', 'expiring_tokens', 'revoke_leaked', 'apply_usage', 'usage_stats',
 		'define_scope', 'drop_scope', 'has_scope', 'require_scope',
+		'check_token', 'set_rate_limit', 'set_access_token_rate_limit', 'rate_limit_stats',
 		'verify_token');
 
 -- Nobody but the owner can use the internal schema or run its functions
@@ -65,8 +66,9 @@ SELECT p.oid::regprocedure AS internal_executable_by_public
    AND EXISTS (SELECT FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
 			   WHERE a.grantee = 0);
 
--- PUBLIC may execute exactly these, the documented ones: verify, hash,
--- authenticate, read the current token and check its scopes.
+-- PUBLIC may execute exactly these, the documented ones: verify (and check a
+-- token with its rate limit), hash, authenticate, read the current token and
+-- check its scopes.
 SELECT p.oid::regprocedure AS public_can_execute
   FROM pg_proc p
  WHERE p.pronamespace = 'iapi_tokens'::regnamespace
@@ -90,7 +92,7 @@ CREATE EXTENSION iapi_tokens;
 SELECT has_table_privilege('regress_iapi_reader', 'iapi_tokens.tokens', 'SELECT') AS read_tokens,
 	   has_table_privilege('regress_iapi_reader', 'iapi_tokens.sources', 'SELECT') AS read_sources,
 	   has_sequence_privilege('regress_iapi_reader', 'iapi_tokens.token_id_seq', 'SELECT') AS read_sequence,
-	   has_function_privilege('regress_iapi_reader', 'iapi_tokens.generate_token(bigint,text,interval,text[],jsonb)', 'EXECUTE') AS generate,
+	   has_function_privilege('regress_iapi_reader', 'iapi_tokens.generate_token(bigint,text,interval,text[],jsonb,integer,interval)', 'EXECUTE') AS generate,
 	   has_function_privilege('regress_iapi_reader', 'iapi_tokens_internal.enforce_token_cap()', 'EXECUTE') AS cap_trigger,
 	   has_table_privilege('regress_iapi_reader', 'iapi_tokens.owner_limits', 'SELECT') AS read_limits,
 	   has_schema_privilege('regress_iapi_reader', 'iapi_tokens', 'CREATE') AS create_in_schema,

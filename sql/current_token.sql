@@ -5,7 +5,7 @@
 CREATE EXTENSION iapi_tokens;
 CREATE ROLE regress_iapi_caller NOLOGIN;
 CREATE ROLE regress_iapi_owner NOLOGIN;
-GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb) TO regress_iapi_owner;
+GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval) TO regress_iapi_owner;
 SELECT iapi_tokens.create_source('auth') AS sid \gset
 SELECT id AS tid, access_token AS tok FROM iapi_tokens.generate_token(:sid) \gset
 SELECT id AS revoked_id, access_token AS revoked_tok FROM iapi_tokens.generate_token(:sid) \gset

@@ -92,6 +92,18 @@ ALTER SYSTEM SET iapi_tokens.usage_buffer_size = 67108865;
 ALTER SYSTEM SET iapi_tokens.usage_buffer_size = 1024;
 ALTER SYSTEM RESET iapi_tokens.usage_buffer_size;
 
+-- iapi_tokens.rate_limit_max_tokens: 64 to 67108864 tokens, at server start.
+SELECT name, setting, min_val, max_val, boot_val, context
+  FROM pg_settings WHERE name = 'iapi_tokens.rate_limit_max_tokens';
+SET iapi_tokens.rate_limit_max_tokens = 128;
+\echo :LAST_ERROR_SQLSTATE
+ALTER SYSTEM SET iapi_tokens.rate_limit_max_tokens = 63;
+\echo :LAST_ERROR_SQLSTATE
+ALTER SYSTEM SET iapi_tokens.rate_limit_max_tokens = 67108865;
+\echo :LAST_ERROR_SQLSTATE
+ALTER SYSTEM SET iapi_tokens.rate_limit_max_tokens = 64;
+ALTER SYSTEM RESET iapi_tokens.rate_limit_max_tokens;
+
 -- iapi_tokens.usage_primary_conninfo: set in the configuration only, and
 -- hidden from other roles, as it may hold a password.
 SET iapi_tokens.usage_primary_conninfo = 'host=elsewhere';

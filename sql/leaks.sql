@@ -6,7 +6,7 @@
 CREATE EXTENSION iapi_tokens;
 CREATE ROLE regress_leak_owner;
 CREATE ROLE regress_leak_reporter;
-GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb)
+GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval)
   TO regress_leak_owner;
 
 SELECT iapi_tokens.create_source('leaky') AS sid \gset

@@ -5,7 +5,7 @@
 CREATE EXTENSION iapi_tokens;
 CREATE ROLE regress_limit_alice;
 CREATE ROLE regress_limit_bob;
-GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb),
+GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval),
 	iapi_tokens.delete_access_token(uuid)
   TO regress_limit_alice, regress_limit_bob;
 

@@ -62,7 +62,7 @@ GRANT EXECUTE ON FUNCTION
 	iapi_tokens.source_json(bigint),
 	iapi_tokens.list_sources(bigint),
 	iapi_tokens.delete_source(bigint),
-	iapi_tokens.generate_token(bigint, text, interval, text[], jsonb),
+	iapi_tokens.generate_token(bigint, text, interval, text[], jsonb, integer, interval),
 	iapi_tokens.list_tokens(bigint),
 	iapi_tokens.list_token_details(bigint, boolean),
 	iapi_tokens.revoke_token(bigint, bigint)

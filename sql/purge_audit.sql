@@ -6,11 +6,11 @@ CREATE EXTENSION iapi_tokens;
 CREATE ROLE regress_iapi_owner NOLOGIN;
 CREATE ROLE regress_iapi_operator NOLOGIN;
 GRANT EXECUTE ON FUNCTION
-	iapi_tokens.create_access_token(integer, text, text[], jsonb),
+	iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval),
 	iapi_tokens.delete_access_token(uuid)
 TO regress_iapi_owner;
 GRANT EXECUTE ON FUNCTION
-	iapi_tokens.generate_token(bigint, text, interval, text[], jsonb),
+	iapi_tokens.generate_token(bigint, text, interval, text[], jsonb, integer, interval),
 	iapi_tokens.rotate_token(bigint, bigint, interval),
 	iapi_tokens.revoke_token(bigint, bigint),
 	iapi_tokens.purge_tokens(interval)

@@ -88,7 +88,7 @@ SELECT count(*) AS rotations FROM iapi_tokens.tokens WHERE replaced_by IS NOT NU
 CREATE ROLE regress_iapi_rotator NOLOGIN;
 CREATE ROLE regress_iapi_other NOLOGIN;
 GRANT EXECUTE ON FUNCTION
-	iapi_tokens.create_access_token(integer, text, text[], jsonb),
+	iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval),
 	iapi_tokens.list_access_tokens(),
 	iapi_tokens.rotate_access_token(uuid, interval)
 TO regress_iapi_rotator, regress_iapi_other;
@@ -154,7 +154,7 @@ RESET ROLE;
 -- (The message, for a fixed id:)
 SELECT * FROM iapi_tokens_internal.check_rotation(
 	ROW(1, NULL, '\x00', 'p', NULL, now(), NULL, NULL, NULL, 'regress_iapi_rotator',
-		'00000000-0000-4000-8000-000000000000', NULL, NULL, 0, NULL, NULL)::iapi_tokens.tokens,
+		'00000000-0000-4000-8000-000000000000', NULL, NULL, 0, NULL, NULL, NULL, NULL)::iapi_tokens.tokens,
 	'0', now(), 1800);
 RESET iapi_tokens.max_lifetime;
 

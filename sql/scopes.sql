@@ -140,7 +140,7 @@ SELECT token_id = :tid AS scoped, scopes, metadata, expires_in_days
 
 -- Personal tokens take them too.
 CREATE ROLE regress_scope_owner;
-GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb),
+GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval),
 	iapi_tokens.list_access_tokens(), iapi_tokens.get_access_token(uuid),
 	iapi_tokens.rotate_access_token(uuid, interval) TO regress_scope_owner;
 SET ROLE regress_scope_owner;

@@ -75,7 +75,7 @@ SELECT use_count, last_used_at IS NOT NULL AS kept FROM iapi_tokens.tokens WHERE
 -- The listing functions show use_count, both families.
 SELECT token_id = :tid AS first, use_count FROM iapi_tokens.list_token_details(:sid);
 CREATE ROLE regress_usage_owner;
-GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb),
+GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval),
 	iapi_tokens.list_access_tokens(), iapi_tokens.get_access_token(uuid)
 	TO regress_usage_owner;
 SET ROLE regress_usage_owner;
