@@ -92,7 +92,7 @@ SELECT '  rotated  -> token_id ' || coalesce((SELECT token_id::text FROM iapi_to
 
 \echo '\n== Personal access tokens (Trifacta POST /v4/apiAccessTokens), owned by the calling role'
 CREATE ROLE demo_analyst NOLOGIN;
-GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb),
+GRANT EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval),
 	iapi_tokens.list_access_tokens(), iapi_tokens.delete_access_token(uuid)
 	TO demo_analyst;
 SET ROLE demo_analyst;
@@ -201,6 +201,49 @@ BEGIN READ ONLY;
 SELECT set_config('request.headers', json_build_object('x-api-key', :'narrow_token')::text, true) \g /dev/null
 SELECT iapi_rest.authenticate() \g /dev/null
 SELECT '  GET /v4/whoami -> scopes ' || scopes::text || ', metadata ' || metadata::text FROM iapi_rest.whoami();
+COMMIT;
+
+\echo '\n== Rate limits: a key over its limit is answered 429, then admitted again after its window'
+BEGIN;
+SELECT set_config('request.jwt.claims', '{"role": "iapi_source_admin", "stitch_client_id": 116078}', true) \g /dev/null
+-- POST /v4/sources/{id}/tokens {"rateLimit": 2, "rateWindowSeconds": 3}
+SELECT access_token AS limited_token
+  FROM iapi_rest.generate_token(:http_source, "rateLimit" => 2, "rateWindowSeconds" => 3) \gset
+COMMIT;
+-- GET /v4/whoami with the key, as PostgREST runs it: the status and the
+-- rate-limit headers of the response.
+CREATE FUNCTION pg_temp.get_whoami(key text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+	body text;
+	detail text;
+BEGIN
+	PERFORM set_config('request.headers', json_build_object('x-api-key', key)::text, true);
+	PERFORM iapi_rest.authenticate();
+	PERFORM iapi_rest.whoami();
+	SELECT '200  ' || string_agg(h.key || ': ' || h.value, '  ' ORDER BY h.key DESC) INTO body
+	  FROM json_array_elements(current_setting('response.headers')::json) e, json_each_text(e) h;
+	RETURN body;
+EXCEPTION WHEN SQLSTATE 'PGRST' THEN
+	GET STACKED DIAGNOSTICS body = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+	RETURN (detail::json->>'status') || '  ' || (body::json->>'message') || E'\n       '
+		   || (SELECT string_agg(h.key || ': ' || h.value, '  ' ORDER BY h.key DESC)
+				 FROM json_each_text(detail::json->'headers') h);
+END
+$$;
+BEGIN READ ONLY;
+SELECT '  request 1 -> ' || pg_temp.get_whoami(:'limited_token');
+COMMIT;
+BEGIN READ ONLY;
+SELECT '  request 2 -> ' || pg_temp.get_whoami(:'limited_token');
+COMMIT;
+BEGIN READ ONLY;
+SELECT '  request 3 -> ' || pg_temp.get_whoami(:'limited_token');
+COMMIT;
+SELECT retry_after FROM iapi_tokens.check_token(:'limited_token') \gset
+\echo '  ... waiting' :retry_after 'seconds (Retry-After)'
+SELECT pg_sleep(:retry_after) \g /dev/null
+BEGIN READ ONLY;
+SELECT '  request 4 -> ' || pg_temp.get_whoami(:'limited_token');
 COMMIT;
 
 \echo '\n== A secret scanner reports a leaked key: POST /v4/credentials/revoke'
