@@ -38,4 +38,19 @@ SELECT count(*) FROM iapi_tokens.verify_token(:'tok');
 -- No background worker runs.
 SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'iapi_tokens%';
 
+-- Rate limits need the shared memory: none can be set, and a token that
+-- has one (here by direct DML, as a restore would bring it) is refused,
+-- with a warning once per session, rather than admitted uncounted.
+SELECT preloaded, max_tokens FROM iapi_tokens.rate_limit_stats();
+SELECT count(*) FROM iapi_tokens.generate_token(:sid, 'limited', rate_limit => 5, rate_window => '1 minute');
+\echo :LAST_ERROR_SQLSTATE
+SELECT iapi_tokens.set_rate_limit(:tid, 5, '1 minute');
+\echo :LAST_ERROR_SQLSTATE
+UPDATE iapi_tokens.tokens SET rate_limit = 5, rate_window = '1 minute' WHERE id = :tid;
+SELECT count(*) AS admitted FROM iapi_tokens.verify_token(:'tok');
+SELECT status, remaining, reset_after, retry_after FROM iapi_tokens.check_token(:'tok');
+-- Removing the limit works without it, and the token verifies again.
+SELECT iapi_tokens.set_rate_limit(:tid, NULL, NULL);
+SELECT count(*) AS admitted FROM iapi_tokens.verify_token(:'tok');
+
 DROP EXTENSION iapi_tokens;
