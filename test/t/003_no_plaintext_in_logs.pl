@@ -110,6 +110,13 @@ sub verify_count
 	is($ret,    0,         "verify_token($name) succeeds");
 	is(without_preload_warning($stderr), '',        "verify_token($name) raises nothing");
 	is($stdout, $expected, "verify_token($name) returns $expected row(s)");
+
+	# check_token tells the cases apart, and is as silent.
+	$sql =~ s/SELECT count\(\*\) FROM iapi_tokens.verify_token\(('.*')\);/SELECT status FROM iapi_tokens.check_token($1);/s;
+	($ret, $stdout, $stderr) = $node->psql('postgres', $sql, %params);
+	is($ret, 0, "check_token($name) succeeds");
+	is(without_preload_warning($stderr), '', "check_token($name) raises nothing");
+	is($stdout, $expected ? 'valid' : 'invalid', "check_token($name) says so");
 	return;
 }
 
@@ -857,7 +864,7 @@ foreach my $user ($x_superuser, 'app')
 		'auto_explain: so is PostgREST\'s request.headers, with auto_explain on for its role');
 	# The extension's statements were logged: the check looked at them.
 	foreach my $function ('iapi_rest.authenticate()', 'iapi_rest.generate_token_v3(bigint)',
-		'iapi_rest.create_access_token(integer,text,text[],jsonb)',
+		'iapi_rest.create_access_token(integer,text,text[],jsonb,integer,integer)',
 		'iapi_rest.revoke_leaked(jsonb)', 'iapi_tokens.list_token_details(bigint,boolean)')
 	{
 		ok(scalar(grep { $_->{plan} && $_->{context} && $_->{text} =~ /PL\/pgSQL function \Q$function\E line/ } @messages),
