@@ -46,7 +46,7 @@ DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql \
 # the install script sql/iapi_tokens--*.sql is never named as a test.
 REGRESS = format lifecycle expiry errors guc_bounds privileges catalog \
 	access_tokens owner_limits rotation purge_audit current_token bulk_load leaks \
-	usage scopes upgrade rest_catalog
+	usage scopes rate_limit upgrade rest_catalog
 REGRESS_OPTS = --inputdir=. --load-extension=pgcrypto
 
 # pg_isolation_regress reads test/specs/<spec>.spec and test/expected/<spec>.out.
