@@ -206,6 +206,8 @@ COMMIT;
 \echo '\n== Rate limits: a key over its limit is answered 429, then admitted again after its window'
 BEGIN;
 SELECT set_config('request.jwt.claims', '{"role": "iapi_source_admin", "stitch_client_id": 116078}', true) \g /dev/null
+SELECT iapi_rest.revoke_token(:http_source, d.token_id)
+  FROM iapi_tokens.list_token_details(:http_source) d WHERE 'tokens:write' = ANY (d.scopes) \g /dev/null
 -- POST /v4/sources/{id}/tokens {"rateLimit": 2, "rateWindowSeconds": 3}
 SELECT access_token AS limited_token
   FROM iapi_rest.generate_token(:http_source, "rateLimit" => 2, "rateWindowSeconds" => 3) \gset
