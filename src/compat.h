@@ -27,6 +27,13 @@
 #define IAPI_MY_LXID		(MyProc->lxid)
 #endif
 
+/* 17 gave the process number a global of its own. */
+#if PG_VERSION_NUM >= 170000
+#define IAPI_MY_PROC_NUMBER	((int) MyProcNumber)
+#else
+#define IAPI_MY_PROC_NUMBER	(MyProc != NULL ? MyProc->pgprocno : -1)
+#endif
+
 /* 18 added an IndexScanInstrumentation argument; we collect none. */
 #if PG_VERSION_NUM >= 180000
 #define iapi_index_beginscan(heap, index, snapshot, nkeys, norderbys) \

@@ -33,6 +33,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/twophase.h"
 #include "access/xact.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
@@ -40,11 +41,13 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
+#include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
+#include "compat.h"
 #include "iapi_tokens.h"
 #include "rate_limit.h"
 
@@ -71,16 +74,31 @@ typedef struct RateEntry
 	pg_atomic_uint64 state;
 } RateEntry;
 
+/*
+ * Each process counts its admissions and refusals in a cache line of its
+ * own: one counter that every verification of a hot token incremented
+ * would be one more line the callers fight over.
+ */
+typedef union RateProcCounts
+{
+	struct
+	{
+		pg_atomic_uint64 admitted;
+		pg_atomic_uint64 refused;
+	}			c;
+	char		pad[PG_CACHE_LINE_SIZE];
+} RateProcCounts;
+
 typedef struct RateShared
 {
 	LWLockPadded *locks;
 	TimestampTz epoch;			/* time 0 of the window ends */
 	pg_atomic_uint32 entries;	/* at most rate_limit_max_tokens */
 	pg_atomic_uint64 last_eviction_ms;	/* the last scan for ended windows */
-	pg_atomic_uint64 admitted;
-	pg_atomic_uint64 refused;
 	pg_atomic_uint64 evictions;
 	pg_atomic_uint64 overflows;
+	int			nprocs;
+	RateProcCounts *counts;		/* by process number */
 } RateShared;
 
 /* A revoked token whose entry goes when its transaction commits. */
@@ -101,14 +119,25 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static List *pending_forgets = NIL;
 static bool warned_overflow = false;
 
+/* Every PGPROC: backends, auxiliary processes, prepared transactions. */
+static int
+rate_nprocs(void)
+{
+	return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
+}
+
 static void
 rate_shmem_request(void)
 {
+	Size		size;
+
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(add_size(MAXALIGN(sizeof(RateShared)),
-									hash_estimate_size(iapi_rate_limit_max_tokens,
-													   sizeof(RateEntry))));
+	size = add_size(MAXALIGN(sizeof(RateShared)),
+					mul_size(rate_nprocs() + 1, sizeof(RateProcCounts)));
+	size = add_size(size, PG_CACHE_LINE_SIZE);
+	RequestAddinShmemSpace(add_size(size, hash_estimate_size(iapi_rate_limit_max_tokens,
+															 sizeof(RateEntry))));
 	RequestNamedLWLockTranche(RATE_TRANCHE, RATE_PARTITIONS);
 }
 
@@ -125,14 +154,25 @@ rate_shmem_startup(void)
 	rate = ShmemInitStruct("iapi_tokens rate limits", sizeof(RateShared), &found);
 	if (!found)
 	{
+		char	   *counts;
+
 		rate->locks = GetNamedLWLockTranche(RATE_TRANCHE);
 		rate->epoch = GetCurrentTimestamp();
 		pg_atomic_init_u32(&rate->entries, 0);
 		pg_atomic_init_u64(&rate->last_eviction_ms, 0);
-		pg_atomic_init_u64(&rate->admitted, 0);
-		pg_atomic_init_u64(&rate->refused, 0);
 		pg_atomic_init_u64(&rate->evictions, 0);
 		pg_atomic_init_u64(&rate->overflows, 0);
+		/* The last slot serves a process number out of range, shared. */
+		rate->nprocs = rate_nprocs() + 1;
+		counts = ShmemInitStruct("iapi_tokens rate limit counts",
+								 mul_size(rate->nprocs, sizeof(RateProcCounts)) +
+								 PG_CACHE_LINE_SIZE, &found);
+		rate->counts = (RateProcCounts *) TYPEALIGN(PG_CACHE_LINE_SIZE, counts);
+		for (int i = 0; i < rate->nprocs; i++)
+		{
+			pg_atomic_init_u64(&rate->counts[i].c.admitted, 0);
+			pg_atomic_init_u64(&rate->counts[i].c.refused, 0);
+		}
 	}
 	info.keysize = sizeof(RateKey);
 	info.entrysize = sizeof(RateEntry);
@@ -163,6 +203,17 @@ static LWLock *
 partition_lock(uint32 hashcode)
 {
 	return &rate->locks[hashcode % RATE_PARTITIONS].lock;
+}
+
+/* This process's counters. */
+static RateProcCounts *
+my_counts(void)
+{
+	int			procno = IAPI_MY_PROC_NUMBER;
+
+	if (procno < 0 || procno >= rate->nprocs - 1)
+		procno = rate->nprocs - 1;
+	return &rate->counts[procno];
 }
 
 /* Milliseconds since the epoch; a clock set back before it counts as 0. */
@@ -332,7 +383,7 @@ iapi_rate_limit_admit(Oid relid, int64 token_id, int32 limit, int64 window_us,
 			if (entry == NULL)
 			{
 				pg_atomic_fetch_add_u64(&rate->overflows, 1);
-				pg_atomic_fetch_add_u64(&rate->refused, 1);
+				pg_atomic_fetch_add_u64(&my_counts()->c.refused, 1);
 				if (!warned_overflow)
 				{
 					warned_overflow = true;
@@ -350,7 +401,8 @@ iapi_rate_limit_admit(Oid relid, int64 token_id, int32 limit, int64 window_us,
 	admitted = admit_on(entry, limit, window_ms, now_ms, outcome);
 	LWLockRelease(lock);
 
-	pg_atomic_fetch_add_u64(admitted ? &rate->admitted : &rate->refused, 1);
+	pg_atomic_fetch_add_u64(admitted ? &my_counts()->c.admitted :
+							&my_counts()->c.refused, 1);
 	return admitted;
 }
 
@@ -497,6 +549,8 @@ iapi_tokens_rate_limit_stats(PG_FUNCTION_ARGS)
 		int64		tracked = 0;
 		int64		live = 0;
 		int64		now_ms = rate_clock_ms(GetCurrentTimestamp());
+		int64		admitted = 0;
+		int64		refused = 0;
 
 		for (int i = 0; i < RATE_PARTITIONS; i++)
 			LWLockAcquire(&rate->locks[i].lock, LW_SHARED);
@@ -515,8 +569,13 @@ iapi_tokens_rate_limit_stats(PG_FUNCTION_ARGS)
 		values[1] = Int32GetDatum(iapi_rate_limit_max_tokens);
 		values[2] = Int64GetDatum(tracked);
 		values[3] = Int64GetDatum(live);
-		values[4] = Int64GetDatum((int64) pg_atomic_read_u64(&rate->admitted));
-		values[5] = Int64GetDatum((int64) pg_atomic_read_u64(&rate->refused));
+		for (int i = 0; i < rate->nprocs; i++)
+		{
+			admitted += (int64) pg_atomic_read_u64(&rate->counts[i].c.admitted);
+			refused += (int64) pg_atomic_read_u64(&rate->counts[i].c.refused);
+		}
+		values[4] = Int64GetDatum(admitted);
+		values[5] = Int64GetDatum(refused);
 		values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&rate->evictions));
 		values[7] = Int64GetDatum((int64) pg_atomic_read_u64(&rate->overflows));
 		memset(nulls, false, sizeof(nulls));
