@@ -192,6 +192,22 @@ q -c "VACUUM (ANALYZE) iapi_tokens.tokens" -c "CHECKPOINT"
 secs_warm_vacuum=$(since "$t")
 say "warm-up done in ${secs_warm}s (+${secs_warm_vacuum}s vacuum and checkpoint)"
 
+# Every test starts with all of the lookup's pages in shared_buffers.  The
+# warm-up read only the steady tokens' pages (VACUUM reads through a small
+# ring), so without this (a0) would read the never-used tokens' pages from
+# the kernel and (b), on warmed-up tokens, would not: (a0)/(b) would then
+# measure the buffer cache, not the first use.
+q -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" >/dev/null
+read -r prewarm_mb buffers_mb < <(qv "SELECT sum(pg_prewarm(c.oid)) * current_setting('block_size')::int / 1048576,
+		pg_size_bytes(current_setting('shared_buffers')) / 1048576
+	  FROM pg_class c
+	 WHERE c.oid IN ('iapi_tokens.tokens'::regclass, 'bench.plain'::regclass)
+	    OR c.oid IN (SELECT indexrelid FROM pg_index
+	                  WHERE indrelid IN ('iapi_tokens.tokens'::regclass, 'bench.plain'::regclass))" | tr '|' ' ')
+say "prewarmed ${prewarm_mb} MB of tables and indexes into ${buffers_mb} MB of shared_buffers"
+((prewarm_mb < buffers_mb * 9 / 10)) ||
+	say "WARNING: the tables and indexes do not fit in shared_buffers; raise SHARED_BUFFERS"
+
 # --- Measurements ------------------------------------------------------------
 # The counters run() takes before and after a test, space-separated: rows
 # inserted + updated, rows updated, of which HOT, WAL bytes, ms in
@@ -355,7 +371,8 @@ report() {
 		"$verified" "$STEADY" "$secs_warm_verify" "$secs_warm"
 	printf '            %d tokens with use_count > 0 (total %d), %d never used, %d uses dropped;\n' \
 		"$warm_used" "$warm_uses" "$never_used" "$warm_dropped"
-	printf '            then VACUUM + CHECKPOINT in %ss\n' "$secs_warm_vacuum"
+	printf '            then VACUUM + CHECKPOINT in %ss; %s MB prewarmed into %s MB of shared_buffers\n' \
+		"$secs_warm_vacuum" "$prewarm_mb" "$buffers_mb"
 	printf 'measuring : %ss\n' "$secs_measure"
 	echo
 	awk -F'\t' -v main="$CLIENTS" '
