@@ -198,7 +198,7 @@ say "warm-up done in ${secs_warm}s (+${secs_warm_vacuum}s vacuum and checkpoint)
 # the kernel and (b), on warmed-up tokens, would not: (a0)/(b) would then
 # measure the buffer cache, not the first use.
 q -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" >/dev/null
-read -r prewarm_mb buffers_mb < <(qv "SELECT sum(pg_prewarm(c.oid)) * current_setting('block_size')::int / 1048576,
+read -r prewarm_mb buffers_mb < <(qv "SELECT (sum(pg_prewarm(c.oid)) * current_setting('block_size')::int / 1048576)::bigint,
 		pg_size_bytes(current_setting('shared_buffers')) / 1048576
 	  FROM pg_class c
 	 WHERE c.oid IN ('iapi_tokens.tokens'::regclass, 'bench.plain'::regclass)
