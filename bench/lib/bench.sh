@@ -299,7 +299,8 @@ run() {
 # never-used tokens, a fixed share of them per round and client (-t), so it
 # never runs out; (h) and (r) use HOT_CLIENTS clients.
 FIRST_PER_CLIENT=$(((TOKENS - STEADY) / (2 * ROUNDS * CLIENTS)))	# (a0) and (a0d)
-say "measuring: $ROUNDS rounds x 10 tests x ${DURATION}s ((a0): $FIRST_PER_CLIENT first uses per client)"
+tests="d f b a a0 ad b0 a0d h r c cs e"	# cs: printed as (c*)
+say "measuring: $ROUNDS rounds x $(wc -w <<<"$tests") tests x ${DURATION}s ((a0): $FIRST_PER_CLIENT first uses per client)"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 uses_before=$(uses_total)
 autovacuum_count() {
@@ -308,7 +309,6 @@ autovacuum_count() {
 autovacuums=$(autovacuum_count)
 dropped_before=$(qv "SELECT uses_dropped FROM iapi_tokens.usage_stats()")
 t_measure=$(now)
-tests="d f b a a0 ad a0d h r c cs e"	# cs: printed as (c*)
 T=(-T "$DURATION" -D n="$STEADY")
 for ((r = 1; r <= ROUNDS; r++)); do
 	if ((r % 2)); then order=$tests; else order=$(tr ' ' '\n' <<<"$tests" | tac | xargs); fi
@@ -322,6 +322,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
 			-D first=$((STEADY + 1)) -D pool=$((TOKENS - STEADY)) -D offset=$(((2 * r - 2) * FIRST_PER_CLIENT * CLIENTS)) ;;
 		ad) flush_every 1h
 			DEFERRED=1 run ad "$r" "$CLIENTS" verify.sql "" "${T[@]}" ;;
+		b0) run b0 "$r" "$CLIENTS" floor_first.sql "" -t "$FIRST_PER_CLIENT" -D k=0 -D nclients="$CLIENTS" \
+			-D first=$((STEADY + 1)) -D pool=$((TOKENS - STEADY)) -D offset=$(((2 * r - 1) * FIRST_PER_CLIENT * CLIENTS)) ;;
 		a0d) flush_every 1h
 			DEFERRED=1 run a0d "$r" "$CLIENTS" first_use.sql "" -t "$FIRST_PER_CLIENT" -D k=0 -D nclients="$CLIENTS" \
 			-D first=$((STEADY + 1)) -D pool=$((TOKENS - STEADY)) -D offset=$(((2 * r - 1) * FIRST_PER_CLIENT * CLIENTS)) ;;
@@ -410,7 +412,7 @@ report() {
 				printf "  %-29s %s\n", "", what
 		}
 		END {
-			nk = split("a a0 ad a0d b h r c cs d e f", order, " ")
+			nk = split("a a0 ad a0d b b0 h r c cs d e f", order, " ")
 			for (i = 1; i <= nk; i++) disp[order[i]] = order[i]
 			disp["cs"] = "c*"
 			desc["a"]   = "verify_token, steady state"
@@ -418,6 +420,7 @@ report() {
 			desc["ad"]  = "(a), flushed after the run"
 			desc["a0d"] = "(a0), flushed after the run"
 			desc["b"]   = "floor: prepared plain SELECT"
+			desc["b0"]  = "(b) on (a0d)'"'"'s tokens, driven as (a0d)"
 			desc["h"]   = "verify_token, one hot token"
 			desc["r"]   = "verify_token, random tokens"
 			desc["c"]   = "PL/pgSQL + pgcrypto, UPDATE per call"
@@ -452,6 +455,8 @@ report() {
 			ratio("a0", "b",  0.9, "a first use vs the plain SELECT floor")
 			ratio("ad", "b",  0.9, "steady state, the request path alone (flushed after the run)")
 			ratio("a0d", "b", 0.9, "a first use, the request path alone (flushed after the run)")
+			ratio("a0d", "b0", 0.9, "the same against the floor on the same tokens, driven the same way")
+			ratio("a0", "b0", 0,  "a first use, flush included, against that floor")
 			ratio("h", "r",   0,   "one hot token vs random tokens, " cl["h"] " clients (1: no serialising)")
 			ratio("a", "c",   4,   "verify_token vs the hand-written PL/pgSQL")
 			ratio("a", "cs",  0,   "the same, had (c) not waited for the WAL flush")
