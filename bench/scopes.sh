@@ -4,8 +4,11 @@
 # and a metadata object, its second neither.  pgbench measures
 #   (s) verify_token on random scoped tokens, all nine columns returned,
 #   (p) the same statement on random plain tokens,
-# alternating within each round, and reports the median tps of each and
-# s/p against the target s/p >= 0.95.  It reports; it never fails on a
+#   (sd), (pd) the same two with the usage flush deferred until pgbench has
+#        ended (as bench/run.sh's (ad)): verification alone, without the
+#        worker writing the used rows, wider for scoped tokens, meanwhile,
+# alternating within each round, and reports the median tps of each, s/p
+# and sd/pd against the target >= 0.95.  It reports; it never fails on a
 # figure.
 #
 #   bash bench/scopes.sh                                     200,000 tokens
@@ -51,6 +54,7 @@ if [ -z "${IAPI_SCOPES_BENCH_INSIDE:-}" ]; then
 		-o "shared_preload_libraries=iapi_tokens" \
 		-o "track_functions=pl" \
 		-o "shared_buffers=$SHARED_BUFFERS" \
+		-o "iapi_tokens.usage_buffer_size=1048576" \
 		-o "fsync=$FSYNC" \
 		-o "max_wal_size=16GB" \
 		-o "checkpoint_timeout=1h" \
@@ -270,16 +274,30 @@ server_cpu() {
 	fi
 }
 
+# flush_every INTERVAL: the flush worker's interval, by reload.  (sd) and
+# (pd) set 1h for their pgbench run, as bench/run.sh's (ad) does, so that
+# they measure verification alone, without the worker writing the used
+# rows (wider for scoped tokens) on the same two cores meanwhile.
+flush_every() {
+	qv "ALTER SYSTEM SET iapi_tokens.usage_flush_interval = '$1'" >/dev/null
+	qv "SELECT pg_reload_conf()" >/dev/null
+	sleep 0.5
+}
+
 # run TEST ROUND: pgbench, then wait until the worker has applied the test's
-# uses, so none is left for the next test and its counters hold them.
+# uses, so none is left for the next test and its counters hold them.  A
+# test whose name ends in d runs the statement of its first letter with the
+# flush deferred until pgbench has ended.
 run() {
 	local t=$1 r=$2 k0 k1 c0 c1 t0 secs pend t1 drain out rc=0 tps xacts
 	k0=$(counters); c0=$(server_cpu)
+	[ "$t" = "${t%d}" ] || flush_every 1h
 	t0=$(now)
 	out=$("${AS[@]}" pgbench -n -M prepared -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
-		-D n="$SOURCES" -f "$WORK/$t.sql" 2>&1) || rc=$?
+		-D n="$SOURCES" -f "$WORK/${t%d}.sql" 2>&1) || rc=$?
 	secs=$(since "$t0")
 	pend=$(pending)
+	[ "$t" = "${t%d}" ] || flush_every 1s
 	t1=$(now)
 	wait_drained 60
 	drain=$(since "$t1")
@@ -300,13 +318,13 @@ run() {
 	fi
 }
 
-say "measuring: $ROUNDS rounds x (s, p) x ${DURATION}s"
+say "measuring: $ROUNDS rounds x (s, p, sd, pd) x ${DURATION}s"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 uses_before=$(uses_total)
 t_measure=$(now)
 for ((r = 1; r <= ROUNDS; r++)); do
-	# s p in odd rounds, p s in even ones: neither always runs first
-	if ((r % 2)); then order="s p"; else order="p s"; fi
+	# forwards in odd rounds, backwards in even ones: none always runs first
+	if ((r % 2)); then order="s p sd pd"; else order="pd sd p s"; fi
 	for t in $order; do run "$t" "$r"; done
 done
 secs_measure=$(since "$t_measure")
@@ -364,12 +382,15 @@ report() {
 		END {
 			desc["s"] = "verify_token, scoped (3 scopes + metadata)"
 			desc["p"] = "verify_token, plain (neither)"
+			desc["sd"] = "(s), flushed after the run"
+			desc["pd"] = "(p), flushed after the run"
 			printf "%-4s %-43s %7s %17s %8s %7s %11s %8s %8s\n", "", "test", "tps", "(min .. max)",
 				"us/call", "cpu us", "worker us", "pending", "dropped"
 			printf "%-4s %-43s %7s %17s %8s %7s %11s %8s %8s\n", "", "----", "---", "------------",
 				"-------", "------", "---------", "-------", "-------"
-			for (i = 1; i <= 2; i++) {
-				k = (i == 1) ? "s" : "p"
+			split("s p sd pd", order, " ")
+			for (i = 1; i <= 4; i++) {
+				k = order[i]
 				if (!(k in n)) continue
 				m = 0
 				for (r in rounds) if ((k, r) in tps) v[++m] = tps[k, r] + 0
@@ -381,18 +402,23 @@ report() {
 					pend[k], dropped[k], (k in bad) ? "  pgbench failed in " bad[k] " round(s)" : ""
 			}
 			print ""
-			m = 0
+			ratio("s", "p", "the flush on the same cores")
+			ratio("sd", "pd", "verification alone (flushed after the run)")
+		}
+		function ratio(a, b, what,    m, r, per, med) {
+			m = 0; per = ""
 			for (r = 1; (r in rounds); r++)
-				if (tps["s", r] > 0 && tps["p", r] > 0) {
-					v[++m] = tps["s", r] / tps["p", r]
+				if (tps[a, r] > 0 && tps[b, r] > 0) {
+					v[++m] = tps[a, r] / tps[b, r]
 					per = per sprintf("%s%.3f", (m > 1 ? ", " : ""), v[m])
 				}
-			if (m == 0) { print "s/p = n/a"; exit }
+			if (m == 0) { printf "%s/%s = n/a\n", a, b; return }
 			med = median(v, m)
-			printf "s/p = %.3f (%.3f .. %.3f)  target >= 0.95: %s\n", med, LO, HI,
-				(med >= 0.95) ? "met" : sprintf("MISSED by %.1f%%", 100 * (0.95 - med) / 0.95)
-			printf "      the median of each round'"'"'s own ratio; per round: %s\n", per
-			printf "      (ratio of the medians: %.3f)\n", (T["p"] > 0 ? T["s"] / T["p"] : 0)
+			delete v
+			printf "%-5s = %.3f (%.3f .. %.3f)  target >= 0.95: %s   %s\n", a "/" b, med, LO, HI,
+				(med >= 0.95) ? "met" : sprintf("MISSED by %.1f%%", 100 * (0.95 - med) / 0.95), what
+			printf "        the median of each round'"'"'s own ratio; per round: %s\n", per
+			printf "        (ratio of the medians: %.3f)\n", (T[b] > 0 ? T[a] / T[b] : 0)
 		}' "$RAW"
 	echo
 	echo "us/call: clients / tps; cpu us: CPU time of the server processes that exited during"
