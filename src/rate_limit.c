@@ -36,6 +36,7 @@
 #include "access/twophase.h"
 #include "access/xact.h"
 #include "commands/trigger.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -499,7 +500,11 @@ iapi_tokens_forget_rate_limit(PG_FUNCTION_ARGS)
 	if (attnum <= 0)
 		elog(ERROR, "table %s has no column \"id\"",
 			 RelationGetRelationName(trigdata->tg_relation));
-	id = heap_getattr(tuple, attnum, desc, &isnull);
+	/*
+	 * Not heap_getattr(): a later minor release's headers inline a call to a
+	 * function that an earlier server of the same major lacks.
+	 */
+	id = SPI_getbinval(tuple, desc, attnum, &isnull);
 	if (isnull)
 		return PointerGetDatum(NULL);
 
