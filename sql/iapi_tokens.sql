@@ -2119,7 +2119,14 @@ BEGIN
 				  DETAIL = 'Without it, a token with a rate limit is refused at every verification.',
 				  HINT = 'Add iapi_tokens to shared_preload_libraries and restart the server.';
 	END IF;
-	RETURN make_interval(secs => extract(epoch FROM checked_rate_limit.rate_window));
+	-- In seconds as interval comparison counts them, a month as 30 days
+	-- (extract(epoch) counts a year as 365.25).
+	RETURN make_interval(secs =>
+		((extract(year FROM checked_rate_limit.rate_window) * 12
+		  + extract(month FROM checked_rate_limit.rate_window)) * 30
+		 + extract(day FROM checked_rate_limit.rate_window)) * 86400
+		+ extract(epoch FROM checked_rate_limit.rate_window
+							 - date_trunc('day', checked_rate_limit.rate_window)));
 END
 $$;
 

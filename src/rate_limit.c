@@ -134,9 +134,10 @@ rate_shmem_request(void)
 
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	size = add_size(MAXALIGN(sizeof(RateShared)),
+	/* ShmemInitStruct() aligns each of the two structs to a cache line. */
+	size = add_size(CACHELINEALIGN(sizeof(RateShared)),
 					mul_size(rate_nprocs() + 1, sizeof(RateProcCounts)));
-	size = add_size(size, PG_CACHE_LINE_SIZE);
+	size = add_size(size, 2 * PG_CACHE_LINE_SIZE);
 	RequestAddinShmemSpace(add_size(size, hash_estimate_size(iapi_rate_limit_max_tokens,
 															 sizeof(RateEntry))));
 	RequestNamedLWLockTranche(RATE_TRANCHE, RATE_PARTITIONS);
@@ -180,7 +181,7 @@ rate_shmem_startup(void)
 	info.num_partitions = RATE_PARTITIONS;
 	rate_hash = ShmemInitHash("iapi_tokens rate limit hash",
 							  iapi_rate_limit_max_tokens, iapi_rate_limit_max_tokens,
-							  &info, HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
+							  &info, HASH_ELEM | HASH_BLOBS | HASH_PARTITION | HASH_FIXED_SIZE);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -217,6 +218,17 @@ my_counts(void)
 	return &rate->counts[procno];
 }
 
+/*
+ * Whether the window that ends at end has ended.  One that ends further
+ * ahead than the longest window can last was opened before the clock was
+ * set back, and counts as ended: a clock step does not prolong a refusal.
+ */
+static inline bool
+window_ended(int64 end, int64 now_ms)
+{
+	return end <= now_ms || end - now_ms > IAPI_RATE_WINDOW_MAX_USECS / 1000;
+}
+
 /* Milliseconds since the epoch; a clock set back before it counts as 0. */
 static int64
 rate_clock_ms(TimestampTz now)
@@ -238,7 +250,8 @@ evict_ended_windows(int64 now_ms)
 	int			evicted = 0;
 	uint64		last = pg_atomic_read_u64(&rate->last_eviction_ms);
 
-	if ((int64) last > now_ms - 1000 && last != 0)
+	/* A last scan "in the future" was made before the clock was set back. */
+	if (last != 0 && (int64) last > now_ms - 1000 && (int64) last <= now_ms)
 		return 0;
 	if (!pg_atomic_compare_exchange_u64(&rate->last_eviction_ms, &last,
 										(uint64) Max(now_ms, 1)))
@@ -251,7 +264,7 @@ evict_ended_windows(int64 now_ms)
 	{
 		uint64		state = pg_atomic_read_u64(&entry->state);
 
-		if ((int64) (state >> RATE_COUNT_BITS) <= now_ms)
+		if (window_ended((int64) (state >> RATE_COUNT_BITS), now_ms))
 		{
 			/* dynahash allows removing the entry just returned. */
 			hash_search(rate_hash, &entry->key, HASH_REMOVE, NULL);
@@ -313,7 +326,7 @@ admit_on(RateEntry *entry, int32 limit, int64 window_ms, int64 now_ms,
 		int64		count = (int64) (old & RATE_COUNT_MASK);
 		uint64		new;
 
-		if (end <= now_ms)
+		if (window_ended(end, now_ms))
 		{
 			/* No window, or it has ended: this request opens one. */
 			new = ((uint64) (now_ms + window_ms) << RATE_COUNT_BITS) | 1;
@@ -345,18 +358,22 @@ admit_on(RateEntry *entry, int32 limit, int64 window_ms, int64 now_ms,
  */
 bool
 iapi_rate_limit_admit(Oid relid, int64 token_id, int32 limit, int64 window_us,
-					  TimestampTz now, RateOutcome *outcome)
+					  RateOutcome *outcome)
 {
 	RateKey		key;
 	uint32		hashcode;
 	LWLock	   *lock;
 	RateEntry  *entry;
 	int64		now_ms;
-	int64		window_ms = Max(window_us / 1000, 1);
+	int64		window_ms;
 	bool		admitted;
 
+	/* The table's CHECK keeps both in range; a count must fit its bits. */
+	limit = Min(Max(limit, 1), IAPI_RATE_LIMIT_MAX);
+	window_ms = Min(Max(window_us, IAPI_RATE_WINDOW_MIN_USECS),
+					IAPI_RATE_WINDOW_MAX_USECS) / 1000;
 	outcome->known = true;
-	now_ms = rate_clock_ms(now);
+	now_ms = rate_clock_ms(GetCurrentTimestamp());
 	/* No padding in the key: HASH_BLOBS hashes all of it. */
 	key.dbid = MyDatabaseId;
 	key.relid = relid;
@@ -399,7 +416,9 @@ iapi_rate_limit_admit(Oid relid, int64 token_id, int32 limit, int64 window_us,
 			}
 		}
 	}
-	admitted = admit_on(entry, limit, window_ms, now_ms, outcome);
+	/* Read the clock again: a window must not open at a time we waited past. */
+	admitted = admit_on(entry, limit, window_ms, rate_clock_ms(GetCurrentTimestamp()),
+						outcome);
 	LWLockRelease(lock);
 
 	pg_atomic_fetch_add_u64(admitted ? &my_counts()->c.admitted :
@@ -565,7 +584,8 @@ iapi_tokens_rate_limit_stats(PG_FUNCTION_ARGS)
 			if (entry->key.dbid != MyDatabaseId)
 				continue;
 			tracked++;
-			if ((int64) (pg_atomic_read_u64(&entry->state) >> RATE_COUNT_BITS) > now_ms)
+			if (!window_ended((int64) (pg_atomic_read_u64(&entry->state) >> RATE_COUNT_BITS),
+							  now_ms))
 				live++;
 		}
 		for (int i = RATE_PARTITIONS - 1; i >= 0; i--)

@@ -30,7 +30,6 @@ extern void iapi_rate_limit_shmem_init(void);
 extern void iapi_rate_limit_xact_init(void);
 extern bool iapi_rate_limit_available(void);
 extern bool iapi_rate_limit_admit(Oid relid, int64 token_id, int32 limit,
-								  int64 window_us, TimestampTz now,
-								  RateOutcome *outcome);
+								  int64 window_us, RateOutcome *outcome);
 
 #endif							/* IAPI_RATE_LIMIT_H */

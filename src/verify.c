@@ -30,6 +30,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
@@ -286,9 +287,12 @@ read_rate_limit(TupleTableSlot *slot, TokenRow *row)
 	if (limit_null || window_null)
 		return;
 	interval = DatumGetIntervalP(window);
-	usecs = interval->time + (int64) interval->day * USECS_PER_DAY +
-		(int64) interval->month * DAYS_PER_MONTH * USECS_PER_DAY;
-	row->rate_limit = Max(DatumGetInt32(limit), 0);
+	/* As interval comparison counts it; a sum out of range is clamped below. */
+	if (pg_mul_s64_overflow((int64) interval->month * DAYS_PER_MONTH + interval->day,
+							USECS_PER_DAY, &usecs) ||
+		pg_add_s64_overflow(usecs, interval->time, &usecs))
+		usecs = IAPI_RATE_WINDOW_MAX_USECS;
+	row->rate_limit = DatumGetInt32(limit);
 	row->rate_window_us = Min(Max(usecs, IAPI_RATE_WINDOW_MIN_USECS),
 							  IAPI_RATE_WINDOW_MAX_USECS);
 	row->rate_window = datumCopy(window, false, sizeof(Interval));
@@ -473,11 +477,11 @@ record_use(const TokenRow *row, TimestampTz now, TimestampTz due_before)
  * waived.
  */
 static bool
-rate_admits(const TokenRow *row, TimestampTz now, RateOutcome *rate)
+rate_admits(const TokenRow *row, RateOutcome *rate)
 {
 	if (iapi_rate_limit_available())
 		return iapi_rate_limit_admit(row->relid, row->id, row->rate_limit,
-									 row->rate_window_us, now, rate);
+									 row->rate_window_us, rate);
 	rate->known = false;
 	if (!warned_rate_not_preloaded)
 	{
@@ -524,7 +528,7 @@ verify(FunctionCallInfo fcinfo, TokenRow *row, RateOutcome *rate)
 	if (!row->owner_null &&
 		!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(row->owner_role)))
 		return IAPI_TOKEN_INVALID;
-	if (!row->rate_null && !rate_admits(row, now, rate))
+	if (!row->rate_null && !rate_admits(row, rate))
 		return IAPI_TOKEN_RATE_LIMITED;
 
 	if (row->has_use_count)
