@@ -81,23 +81,19 @@ iapi_forget_current_token(void)
 }
 
 /*
- * Makes the token whose verify_token columns are values[0..8] the current
- * token; desc describes them from its column first_column (0-based) on.
+ * Makes the token whose verify_token columns desc describes the current
+ * token, and returns its tuple (which lives as long as the transaction).
  */
-void
-iapi_set_current_token(TupleDesc desc, int first_column, Datum *values, bool *nulls)
+HeapTuple
+iapi_set_current_token(TupleDesc desc, Datum *values, bool *nulls)
 {
-	TupleDesc	token_desc = CreateTemplateTupleDesc(IAPI_VERIFY_COLUMNS);
-	MemoryContext oldcontext;
+	MemoryContext oldcontext = MemoryContextSwitchTo(TopTransactionContext);
 
-	for (int i = 0; i < IAPI_VERIFY_COLUMNS; i++)
-		TupleDescCopyEntry(token_desc, i + 1, desc, first_column + i + 1);
-	oldcontext = MemoryContextSwitchTo(TopTransactionContext);
-	current_tuple = heap_form_tuple(token_desc, values, nulls);
+	current_tuple = heap_form_tuple(desc, values, nulls);
 	MemoryContextSwitchTo(oldcontext);
-	FreeTupleDesc(token_desc);
 	current_subid = GetCurrentSubTransactionId();
 	current_valid = true;
+	return current_tuple;
 }
 
 PG_FUNCTION_INFO_V1(iapi_tokens_authenticate);
@@ -109,23 +105,16 @@ iapi_tokens_authenticate(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Datum		values[IAPI_VERIFY_COLUMNS];
 	bool		nulls[IAPI_VERIFY_COLUMNS];
-	MemoryContext oldcontext;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
-	/* A failed attempt leaves nobody authenticated, not the previous token. */
-	current_valid = false;
+	iapi_forget_current_token();
 	if (PG_ARGISNULL(0) ||
 		!iapi_verify_token_columns(fcinfo, values, nulls, rsinfo->setDesc->natts))
 		return (Datum) 0;
 
-	oldcontext = MemoryContextSwitchTo(TopTransactionContext);
-	current_tuple = heap_form_tuple(rsinfo->setDesc, values, nulls);
-	MemoryContextSwitchTo(oldcontext);
-	current_subid = GetCurrentSubTransactionId();
-	current_valid = true;
-
-	tuplestore_puttuple(rsinfo->setResult, current_tuple);
+	tuplestore_puttuple(rsinfo->setResult,
+						iapi_set_current_token(rsinfo->setDesc, values, nulls));
 	return (Datum) 0;
 }
 

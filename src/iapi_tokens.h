@@ -13,6 +13,7 @@
 #include "common/sha2.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "storage/lwlock.h"
 
 /*
  * A token is <prefix><body><checksum>.  The body is IAPI_RANDOM_BYTES from
@@ -95,6 +96,24 @@ typedef enum IapiSchemaVersion
 	IAPI_SCHEMA_1_5
 } IapiSchemaVersion;
 
+/*
+ * Every lock of a partitioned shared table, taken in order and released
+ * last first (usage.c, rate_limit.c).
+ */
+static inline void
+iapi_lock_partitions(LWLockPadded *locks, int npartitions, LWLockMode mode)
+{
+	for (int i = 0; i < npartitions; i++)
+		LWLockAcquire(&locks[i].lock, mode);
+}
+
+static inline void
+iapi_unlock_partitions(LWLockPadded *locks, int npartitions)
+{
+	for (int i = npartitions - 1; i >= 0; i--)
+		LWLockRelease(&locks[i].lock);
+}
+
 /* token_format.c */
 extern bool iapi_prefix_is_valid(const char *prefix, size_t len);
 extern size_t iapi_token_generate(const char *prefix, char *token);
@@ -141,8 +160,8 @@ extern bool iapi_verify_token_columns(FunctionCallInfo fcinfo, Datum *values,
 /* current_token.c */
 extern void iapi_current_token_init(void);
 extern void iapi_forget_current_token(void);
-extern void iapi_set_current_token(TupleDesc desc, int first_column,
-								   Datum *values, bool *nulls);
+extern HeapTuple iapi_set_current_token(TupleDesc desc, Datum *values,
+										bool *nulls);
 
 /* saved_plan.c */
 extern SPIPlanPtr iapi_saved_plan(SPIPlanPtr *plan, const char *sql,

@@ -257,8 +257,7 @@ evict_ended_windows(int64 now_ms)
 										(uint64) Max(now_ms, 1)))
 		return 0;
 
-	for (int i = 0; i < RATE_PARTITIONS; i++)
-		LWLockAcquire(&rate->locks[i].lock, LW_EXCLUSIVE);
+	iapi_lock_partitions(rate->locks, RATE_PARTITIONS, LW_EXCLUSIVE);
 	hash_seq_init(&status, rate_hash);
 	while ((entry = hash_seq_search(&status)) != NULL)
 	{
@@ -272,8 +271,7 @@ evict_ended_windows(int64 now_ms)
 			evicted++;
 		}
 	}
-	for (int i = RATE_PARTITIONS - 1; i >= 0; i--)
-		LWLockRelease(&rate->locks[i].lock);
+	iapi_unlock_partitions(rate->locks, RATE_PARTITIONS);
 	pg_atomic_fetch_add_u64(&rate->evictions, evicted);
 	return evicted;
 }
@@ -364,7 +362,6 @@ iapi_rate_limit_admit(Oid relid, int64 token_id, int32 limit, int64 window_us,
 	uint32		hashcode;
 	LWLock	   *lock;
 	RateEntry  *entry;
-	int64		now_ms;
 	int64		window_ms;
 	bool		admitted;
 
@@ -373,7 +370,6 @@ iapi_rate_limit_admit(Oid relid, int64 token_id, int32 limit, int64 window_us,
 	window_ms = Min(Max(window_us, IAPI_RATE_WINDOW_MIN_USECS),
 					IAPI_RATE_WINDOW_MAX_USECS) / 1000;
 	outcome->known = true;
-	now_ms = rate_clock_ms(GetCurrentTimestamp());
 	/* No padding in the key: HASH_BLOBS hashes all of it. */
 	key.dbid = MyDatabaseId;
 	key.relid = relid;
@@ -391,7 +387,7 @@ iapi_rate_limit_admit(Oid relid, int64 token_id, int32 limit, int64 window_us,
 		if (entry == NULL)
 		{
 			LWLockRelease(lock);
-			if (evict_ended_windows(now_ms) > 0)
+			if (evict_ended_windows(rate_clock_ms(GetCurrentTimestamp())) > 0)
 			{
 				LWLockAcquire(lock, LW_EXCLUSIVE);
 				entry = enter_entry(&key, hashcode);
@@ -416,7 +412,7 @@ iapi_rate_limit_admit(Oid relid, int64 token_id, int32 limit, int64 window_us,
 			}
 		}
 	}
-	/* Read the clock again: a window must not open at a time we waited past. */
+	/* Under the lock: a window never opens at a time we waited past. */
 	admitted = admit_on(entry, limit, window_ms, rate_clock_ms(GetCurrentTimestamp()),
 						outcome);
 	LWLockRelease(lock);
@@ -576,8 +572,7 @@ iapi_tokens_rate_limit_stats(PG_FUNCTION_ARGS)
 		int64		admitted = 0;
 		int64		refused = 0;
 
-		for (int i = 0; i < RATE_PARTITIONS; i++)
-			LWLockAcquire(&rate->locks[i].lock, LW_SHARED);
+		iapi_lock_partitions(rate->locks, RATE_PARTITIONS, LW_SHARED);
 		hash_seq_init(&status, rate_hash);
 		while ((entry = hash_seq_search(&status)) != NULL)
 		{
@@ -588,8 +583,7 @@ iapi_tokens_rate_limit_stats(PG_FUNCTION_ARGS)
 							  now_ms))
 				live++;
 		}
-		for (int i = RATE_PARTITIONS - 1; i >= 0; i--)
-			LWLockRelease(&rate->locks[i].lock);
+		iapi_unlock_partitions(rate->locks, RATE_PARTITIONS);
 
 		values[1] = Int32GetDatum(iapi_rate_limit_max_tokens);
 		values[2] = Int64GetDatum(tracked);

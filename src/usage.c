@@ -131,15 +131,13 @@ partition_lock(uint32 hashcode)
 static void
 lock_all_partitions(LWLockMode mode)
 {
-	for (int i = 0; i < USAGE_PARTITIONS; i++)
-		LWLockAcquire(&usage->locks[i].lock, mode);
+	iapi_lock_partitions(usage->locks, USAGE_PARTITIONS, mode);
 }
 
 static void
 unlock_all_partitions(void)
 {
-	for (int i = USAGE_PARTITIONS - 1; i >= 0; i--)
-		LWLockRelease(&usage->locks[i].lock);
+	iapi_unlock_partitions(usage->locks, USAGE_PARTITIONS);
 }
 
 /*

@@ -698,7 +698,15 @@ iapi_tokens_check_token(PG_FUNCTION_ARGS)
 	{
 		fill_verify_columns(&row, values + 1, nulls + 1, IAPI_VERIFY_COLUMNS);
 		if (authenticate && status == IAPI_TOKEN_VALID)
-			iapi_set_current_token(rsinfo->setDesc, 1, values + 1, nulls + 1);
+		{
+			/* The current token is verify_token's nine columns, after status. */
+			TupleDesc	token_desc = CreateTemplateTupleDesc(IAPI_VERIFY_COLUMNS);
+
+			for (int i = 1; i <= IAPI_VERIFY_COLUMNS; i++)
+				TupleDescCopyEntry(token_desc, i, rsinfo->setDesc, i + 1);
+			(void) iapi_set_current_token(token_desc, values + 1, nulls + 1);
+			FreeTupleDesc(token_desc);
+		}
 		if (!row.rate_null)
 		{
 			values[10] = Int32GetDatum(row.rate_limit);
