@@ -94,24 +94,7 @@ WORK=$(mktemp -d /tmp/iapi_ratelimit_bench.XXXXXX)
 chmod 755 "$WORK"
 trap 'rm -rf "$WORK"' EXIT
 
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-say() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-
-# As root, the Unix socket as postgres (as bench/lib/bench.sh does); else TCP.
-AS=()
-CONN="TCP (localhost)"
-if [ "$(id -u)" = 0 ] && [ "${BENCH_TCP:-0}" != 1 ]; then
-	sockdir=$(psql -X -d postgres -Atc 'SHOW unix_socket_directories' | cut -d, -f1 | xargs)
-	if [ -n "$sockdir" ] &&
-		runuser -u postgres -- env PGHOST="$sockdir" psql -X -d postgres -Atc 'SELECT 1' >/dev/null 2>&1; then
-		export PGHOST=$sockdir
-		AS=(runuser -u postgres --)
-		CONN="Unix socket ($sockdir)"
-	fi
-fi
-q() { "${AS[@]}" psql -X -q -v ON_ERROR_STOP=1 "$@"; }
-qv() { "${AS[@]}" psql -X -q -At -v ON_ERROR_STOP=1 -c "$1"; }
+. "$BENCH_DIR/lib/common.sh"
 
 commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git -C "$REPO_DIR" status --porcelain -- src sql 2>/dev/null)" ]; then
@@ -226,15 +209,6 @@ row_sizes=$(qv "SELECT string_agg(x, ', ' ORDER BY x)
 say "setup done in ${secs_setup}s ($secs_tokens s for the tokens); average row: $row_sizes"
 
 # --- Warm-up: verify every token once ----------------------------------------
-pending() { qv "SELECT uses_pending FROM iapi_tokens.usage_stats()"; }
-# wait_drained [TIMEOUT]: until the flush worker has applied every pending use
-wait_drained() {
-	local until=$(($(date +%s) + ${1:-120}))
-	while [ "$(pending)" != 0 ]; do
-		(($(date +%s) < until)) || { say "WARNING: uses still pending after ${1:-120}s"; return 0; }
-		sleep 0.1
-	done
-}
 # admitted refused overflows evictions tracked in_window, from rate_limit_stats()
 rl_stats() {
 	qv "SELECT concat_ws(' ', requests_admitted, requests_refused, overflows, evictions,
@@ -304,18 +278,6 @@ counters() {
 	                     u.uses_applied, u.uses_dropped,
 	                     r.requests_admitted, r.requests_refused, r.overflows)
 	      FROM iapi_tokens.usage_stats() u, iapi_tokens.rate_limit_stats() r"
-}
-uses_total() { qv "SELECT coalesce(sum(use_count), 0) FROM iapi_tokens.tokens"; }
-# CPU seconds of the server processes that exited (the postmaster's reaped
-# children: the run's backends, flush workers, autovacuum workers).
-PM_PID=$(head -n 1 "$(qv 'SHOW data_directory')/postmaster.pid" 2>/dev/null || echo)
-TICKS=$(getconf CLK_TCK)
-server_cpu() {
-	if [ -n "$PM_PID" ] && [ -r "/proc/$PM_PID/stat" ]; then
-		sed 's/.*) //' "/proc/$PM_PID/stat" | awk -v t="$TICKS" '{ printf "%.2f", ($14 + $15) / t }'
-	else
-		echo 0
-	fi
 }
 
 # run TEST ROUND: pgbench, then wait until the worker has applied the test's

@@ -80,24 +80,7 @@ WORK=$(mktemp -d /tmp/iapi_scopes_bench.XXXXXX)
 chmod 755 "$WORK"
 trap 'rm -rf "$WORK"' EXIT
 
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-say() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-
-# As root, the Unix socket as postgres (as bench/lib/bench.sh does); else TCP.
-AS=()
-CONN="TCP (localhost)"
-if [ "$(id -u)" = 0 ] && [ "${BENCH_TCP:-0}" != 1 ]; then
-	sockdir=$(psql -X -d postgres -Atc 'SHOW unix_socket_directories' | cut -d, -f1 | xargs)
-	if [ -n "$sockdir" ] &&
-		runuser -u postgres -- env PGHOST="$sockdir" psql -X -d postgres -Atc 'SELECT 1' >/dev/null 2>&1; then
-		export PGHOST=$sockdir
-		AS=(runuser -u postgres --)
-		CONN="Unix socket ($sockdir)"
-	fi
-fi
-q() { "${AS[@]}" psql -X -q -v ON_ERROR_STOP=1 "$@"; }
-qv() { "${AS[@]}" psql -X -q -At -v ON_ERROR_STOP=1 -c "$1"; }
+. "$BENCH_DIR/lib/common.sh"
 
 commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git -C "$REPO_DIR" status --porcelain -- src sql 2>/dev/null)" ]; then
@@ -197,15 +180,6 @@ row_sizes=$(qv "SELECT string_agg(x, ', ' ORDER BY x DESC)
 say "setup done in ${secs_setup}s ($secs_tokens s for the tokens); average row: $row_sizes"
 
 # --- Warm-up: verify every token once ----------------------------------------
-pending() { qv "SELECT uses_pending FROM iapi_tokens.usage_stats()"; }
-# wait_drained [TIMEOUT]: until the flush worker has applied every pending use
-wait_drained() {
-	local until=$(($(date +%s) + ${1:-120}))
-	while [ "$(pending)" != 0 ]; do
-		(($(date +%s) < until)) || { say "WARNING: uses still pending after ${1:-120}s"; return 0; }
-		sleep 0.1
-	done
-}
 say "warm-up: verifying all $TOKENS tokens once"
 preloaded=$(qv "SELECT preloaded FROM iapi_tokens.usage_stats()")
 [ "$preloaded" = t ] || say "WARNING: iapi_tokens is not in shared_preload_libraries"
@@ -260,28 +234,6 @@ counters() {
 	                       WHERE f.schemaname = 'iapi_tokens' AND f.funcname = 'apply_usage'),
 	                     u.uses_applied, u.uses_dropped)
 	      FROM iapi_tokens.usage_stats() u"
-}
-uses_total() { qv "SELECT coalesce(sum(use_count), 0) FROM iapi_tokens.tokens"; }
-# CPU seconds of the server processes that exited (the postmaster's reaped
-# children: the run's backends, flush workers, autovacuum workers).
-PM_PID=$(head -n 1 "$(qv 'SHOW data_directory')/postmaster.pid" 2>/dev/null || echo)
-TICKS=$(getconf CLK_TCK)
-server_cpu() {
-	if [ -n "$PM_PID" ] && [ -r "/proc/$PM_PID/stat" ]; then
-		sed 's/.*) //' "/proc/$PM_PID/stat" | awk -v t="$TICKS" '{ printf "%.2f", ($14 + $15) / t }'
-	else
-		echo 0
-	fi
-}
-
-# flush_every INTERVAL: the flush worker's interval, by reload.  (sd) and
-# (pd) set 1h for their pgbench run, as bench/run.sh's (ad) does, so that
-# they measure verification alone, without the worker writing the used
-# rows (wider for scoped tokens) on the same two cores meanwhile.
-flush_every() {
-	qv "ALTER SYSTEM SET iapi_tokens.usage_flush_interval = '$1'" >/dev/null
-	qv "SELECT pg_reload_conf()" >/dev/null
-	sleep 0.5
 }
 
 # run TEST ROUND: pgbench, then wait until the worker has applied the test's

@@ -26,27 +26,7 @@ WORK=$(mktemp -d /tmp/iapi_bench.XXXXXX)
 chmod 755 "$WORK"
 trap 'rm -rf "$WORK"' EXIT
 
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-say() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-
-# --- Connection --------------------------------------------------------------
-# pg_virtualenv hands us TCP to localhost.  As root we prefer the Unix socket
-# (peer authentication as postgres): it takes the network stack out of every
-# figure, which makes the ratios stricter, not looser.  BENCH_TCP=1 keeps TCP.
-AS=()
-CONN="TCP (localhost)"
-if [ "$(id -u)" = 0 ] && [ "${BENCH_TCP:-0}" != 1 ]; then
-	sockdir=$(psql -X -d postgres -Atc 'SHOW unix_socket_directories' | cut -d, -f1 | xargs)
-	if [ -n "$sockdir" ] &&
-		runuser -u postgres -- env PGHOST="$sockdir" psql -X -d postgres -Atc 'SELECT 1' >/dev/null 2>&1; then
-		export PGHOST=$sockdir
-		AS=(runuser -u postgres --)
-		CONN="Unix socket ($sockdir)"
-	fi
-fi
-q() { "${AS[@]}" psql -X -q -v ON_ERROR_STOP=1 "$@"; }
-qv() { "${AS[@]}" psql -X -q -At -v ON_ERROR_STOP=1 -c "$1"; }
+. "$BENCH_DIR/lib/common.sh"
 
 # The commit and the library the server loaded at its start (a later commit
 # or make install does not change what this run measures).
@@ -152,15 +132,6 @@ EOF
 # VACUUMs away the row versions the flushes left, so that every test starts
 # from a clean table; it also brings the tables and indexes into
 # shared_buffers and checks verify_token accepts every token.
-pending() { qv "SELECT uses_pending FROM iapi_tokens.usage_stats()"; }
-# wait_drained [TIMEOUT]: until the flush worker has applied every pending use
-wait_drained() {
-	local until=$(($(date +%s) + ${1:-120}))
-	while [ "$(pending)" != 0 ]; do
-		(($(date +%s) < until)) || { say "WARNING: uses still pending after ${1:-120}s"; return 0; }
-		sleep 0.1
-	done
-}
 say "warm-up: verifying tokens 1..$STEADY once; $((TOKENS - STEADY)) stay never used"
 preloaded=$(qv "SELECT preloaded FROM iapi_tokens.usage_stats()")
 [ "$preloaded" = t ] || say "WARNING: iapi_tokens is not in shared_preload_libraries"
@@ -221,30 +192,6 @@ counters() {
 	                     u.uses_applied, u.uses_dropped)
 	      FROM pg_stat_user_tables s, iapi_tokens.usage_stats() u
 	     WHERE s.relid = 'iapi_tokens.tokens'::regclass"
-}
-uses_total() { qv "SELECT coalesce(sum(use_count), 0) FROM iapi_tokens.tokens"; }
-# CPU seconds of the server processes that exited: the postmaster's reaped
-# children (the run's backends, the flush workers, autovacuum workers).
-PM_PID=$(head -n 1 "$(qv 'SHOW data_directory')/postmaster.pid" 2>/dev/null || echo)
-TICKS=$(getconf CLK_TCK)
-server_cpu() {
-	if [ -n "$PM_PID" ] && [ -r "/proc/$PM_PID/stat" ]; then
-		# fields 16, 17 (cutime, cstime), counted after the ")" of comm
-		sed 's/.*) //' "/proc/$PM_PID/stat" | awk -v t="$TICKS" '{ printf "%.2f", ($14 + $15) / t }'
-	else
-		echo 0
-	fi
-}
-
-# flush_every INTERVAL: the flush worker's interval, by reload.  (ad) and
-# (a0d) set 1h for their pgbench run, so that the verifications are measured
-# without the worker applying their uses on the same two cores meanwhile: the
-# request path alone.  The buffer (usage_buffer_size, set by run.sh) holds a
-# run's uses without reaching the half-full early flush.
-flush_every() {
-	qv "ALTER SYSTEM SET iapi_tokens.usage_flush_interval = '$1'" >/dev/null
-	qv "SELECT pg_reload_conf()" >/dev/null
-	sleep 0.5
 }
 
 # run LABEL ROUND CLIENTS SCRIPT PGOPTIONS [pgbench arguments: -T or -t, -D ...]
