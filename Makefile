@@ -39,6 +39,7 @@ DATA_built = sql/iapi_tokens--$(EXTVERSION).sql sql/iapi_tokens_rest--$(REST_EXT
 DATA = sql/iapi_tokens--1.0.sql sql/iapi_tokens--1.0--1.1.sql \
 	sql/iapi_tokens--1.1--1.2.sql sql/iapi_tokens--1.2--1.3.sql \
 	sql/iapi_tokens--1.3--1.4.sql sql/iapi_tokens--1.4--1.5.sql \
+	sql/iapi_tokens--1.5--1.6.sql \
 	sql/iapi_tokens_rest--1.0.sql sql/iapi_tokens_rest--1.0--1.1.sql \
 	sql/iapi_tokens_rest--1.1--1.2.sql sql/iapi_tokens_rest--1.2--1.3.sql
 

@@ -1,7 +1,7 @@
--- ALTER EXTENSION UPDATE from 1.0, through 1.1, 1.2, 1.3 and 1.4 to 1.5, keeps
+-- ALTER EXTENSION UPDATE from 1.0, through 1.1, 1.2, 1.3, 1.4 and 1.5 to 1.6, keeps
 -- the tokens, their verification and the grants users made, and ends in the
 -- same catalog state as a fresh installation.  The two are built by different
--- scripts: a fresh install runs iapi_tokens--1.5.sql alone, the update runs
+-- scripts: a fresh install runs iapi_tokens--1.6.sql alone, the update runs
 -- 1.0's full script and then each update script.
 \set SHOW_CONTEXT never
 CREATE ROLE regress_iapi_app NOLOGIN;
@@ -222,6 +222,38 @@ SELECT count(*) AS refused FROM iapi_tokens.verify_token(:'tok5');
 SELECT status, retry_after BETWEEN 3500 AND 3600 AS retry_within_the_hour
   FROM iapi_tokens.check_token(:'tok5');
 SELECT action, details FROM iapi_tokens.audit WHERE token_id = :t5 ORDER BY id;
+
+-- The 1.6 library serves 1.5's declarations until the update.
+SELECT token_id = :t1 AS verifies_under_1_5 FROM iapi_tokens.verify_token(:'tok1');
+
+-- An object of the user's that depends on one of them stops the update
+-- (2BP01, the dependents named) and leaves 1.5 as it was.
+CREATE FUNCTION public.iapi_user_check(t text) RETURNS bigint LANGUAGE sql
+BEGIN ATOMIC SELECT token_id FROM iapi_tokens.verify_token(t); END;
+ALTER EXTENSION iapi_tokens UPDATE TO '1.6';
+SELECT extversion FROM pg_extension WHERE extname = 'iapi_tokens';
+SELECT public.iapi_user_check(:'tok1') = :t1 AS still_verifies;
+DROP FUNCTION public.iapi_user_check(text);
+
+-- 1.5 -> 1.6: verify_token, authenticate and check_token return named
+-- composite types.  They are re-created with the privileges they had, and
+-- the warning names those a fresh installation does not have.
+ALTER EXTENSION iapi_tokens UPDATE TO '1.6';
+SELECT extversion FROM pg_extension WHERE extname = 'iapi_tokens';
+SELECT p.oid::regprocedure AS function, pg_get_function_result(p.oid) AS result
+  FROM pg_proc p
+ WHERE p.oid IN ('iapi_tokens.verify_token(text)'::regprocedure,
+				 'iapi_tokens.authenticate(text)'::regprocedure,
+				 'iapi_tokens.check_token(text, boolean)'::regprocedure)
+ ORDER BY p.proname;
+SELECT has_function_privilege('regress_iapi_app', 'iapi_tokens.verify_token(text)', 'EXECUTE') AS app_keeps_verify,
+	   has_function_privilege('regress_iapi_p12', 'iapi_tokens.verify_token(text)', 'EXECUTE') AS public_still_revoked,
+	   has_function_privilege('regress_iapi_p12', 'iapi_tokens.check_token(text, boolean)', 'EXECUTE') AS public_keeps_check;
+SELECT token_id = :t1 AS verifies_under_1_6 FROM iapi_tokens.verify_token(:'tok1');
+SELECT token_id = :t1 AS authenticates, (SELECT token_id FROM iapi_tokens.current_token()) = :t1 AS current
+  FROM iapi_tokens.authenticate(:'tok1');
+SELECT status, token_id = :t5 AS same_token, rate_limit FROM iapi_tokens.check_token(:'tok5');
+SELECT status FROM iapi_tokens.check_token('not a token');
 
 -- Apart from those grants, the updated catalog is the fresh one.
 REVOKE EXECUTE ON FUNCTION iapi_tokens.create_access_token(integer, text, text[], jsonb, integer, interval),
