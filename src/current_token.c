@@ -98,7 +98,7 @@ iapi_set_current_token(TupleDesc desc, Datum *values, bool *nulls)
 
 PG_FUNCTION_INFO_V1(iapi_tokens_authenticate);
 
-/* SQL: iapi_tokens.authenticate(text) RETURNS TABLE (token_id, ..., access_token_id) */
+/* SQL: iapi_tokens.authenticate(text) RETURNS SETOF iapi_tokens.verified_token (1.1-1.5: TABLE of 7 or 9 columns) */
 Datum
 iapi_tokens_authenticate(PG_FUNCTION_ARGS)
 {
@@ -120,7 +120,7 @@ iapi_tokens_authenticate(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(iapi_tokens_current_token);
 
-/* SQL: iapi_tokens.current_token() RETURNS TABLE (token_id, ..., access_token_id) */
+/* SQL: iapi_tokens.current_token() RETURNS TABLE (token_id, ..., access_token_id[, scopes, metadata]) */
 Datum
 iapi_tokens_current_token(PG_FUNCTION_ARGS)
 {

@@ -614,7 +614,7 @@ iapi_verify_token_columns(FunctionCallInfo fcinfo, Datum *values, bool *nulls,
 
 PG_FUNCTION_INFO_V1(iapi_tokens_verify_token_1_1);
 
-/* SQL: iapi_tokens.verify_token(text) RETURNS TABLE (token_id, source_id, ..., access_token_id[, scopes, metadata]) */
+/* SQL: iapi_tokens.verify_token(text) RETURNS SETOF iapi_tokens.verified_token (1.1-1.5: TABLE of 7 or 9 columns) */
 Datum
 iapi_tokens_verify_token_1_1(PG_FUNCTION_ARGS)
 {
@@ -662,7 +662,7 @@ ceil_seconds(int64 ms)
 PG_FUNCTION_INFO_V1(iapi_tokens_check_token);
 
 /*
- * SQL: iapi_tokens.check_token(text, boolean) RETURNS TABLE (status, token_id, ..., retry_after)
+ * SQL: iapi_tokens.check_token(text, boolean) RETURNS SETOF iapi_tokens.token_check (1.5: TABLE)
  *
  * One row whatever the input: status valid, invalid or rate_limited.  A
  * valid or rate-limited token also gives verify_token's columns and its
