@@ -127,4 +127,21 @@ SELECT id AS tid2, access_token AS tok2
   FROM iapi_tokens.generate_token(iapi_tokens.create_source('second_life')) \gset
 SELECT count(*) AS verified FROM iapi_tokens.verify_token(:'tok2');
 
+-- The result types are the extension's own; one altered apart from the C
+-- that fills it stops every call (an internal error) rather than writing
+-- datums of the wrong type.  Only their owner, a superuser, can do this.
+BEGIN;
+ALTER TYPE iapi_tokens.verified_token ALTER ATTRIBUTE scopes TYPE text;
+SELECT count(*) FROM iapi_tokens.verify_token(:'tok2');
+ROLLBACK;
+BEGIN;
+ALTER TYPE iapi_tokens.token_check ALTER ATTRIBUTE remaining TYPE bigint;
+SELECT count(*) FROM iapi_tokens.check_token(:'tok2');
+ROLLBACK;
+BEGIN;
+ALTER TYPE iapi_tokens.token_check DROP ATTRIBUTE retry_after;
+SELECT count(*) FROM iapi_tokens.check_token(:'tok2');
+ROLLBACK;
+SELECT count(*) AS verified_again FROM iapi_tokens.verify_token(:'tok2');
+
 DROP EXTENSION iapi_tokens;

@@ -5,18 +5,21 @@
 -- before.  The executor rebuilt a RETURNS TABLE result's row descriptor from
 -- pg_proc on every call; a composite type's comes from the type cache, which
 -- takes a tenth off each verification.  A return type cannot be changed in
--- place, so the three functions are dropped and created again with the
--- grants they had.  A view or SQL-standard function of yours that uses one
+-- place, so the three functions are dropped and created again, with their
+-- owner and grants.  A view or SQL-standard function of yours that uses one
 -- of them makes this update fail: drop it first and create it again after.
 -- current_token() is left as it is, since RLS policies may depend on it.
+-- Last, pg_dump's record of the extension's own grants is set to a fresh
+-- installation's, which also repairs what earlier updates left there.
 
 \echo Use "ALTER EXTENSION iapi_tokens UPDATE TO '1.6'" to load this file. \quit
 
--- The grants of the functions re-created below; NULL is the default ACL,
--- which has PUBLIC.
-SELECT pg_catalog.set_config('iapi_tokens_update.acls',
+-- The owners and grants of the functions re-created below; a NULL ACL is
+-- the default one, which has PUBLIC.
+SELECT pg_catalog.set_config('iapi_tokens_update.saved',
 	(SELECT pg_catalog.jsonb_object_agg(f.signature,
-			coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))::text)
+			pg_catalog.jsonb_build_object('owner', p.proowner,
+				'acl', coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))::text))
 	   FROM (VALUES ('iapi_tokens.verify_token(text)'),
 				('iapi_tokens.authenticate(text)'),
 				('iapi_tokens.check_token(text, boolean)')) f(signature)
@@ -99,49 +102,115 @@ SELECT iapi_tokens_internal.revoke_all_grants(
 		  'iapi_tokens.check_token(text, boolean)']::pg_catalog.regprocedure[],
 	'{}');
 
--- The grants the three had in 1.5.  PUBLIC's, which a fresh installation
--- makes too, goes back silently; any other is the user's, and as 1.5 warned,
--- grants made by an update script count as the extension's initial
--- privileges, which pg_dump leaves out.  So does a revocation from PUBLIC.
+-- The three get back their owner (the role that ran this update may be
+-- another superuser) and exactly the grants they had, PUBLIC's included
+-- or not.  A grant someone other than the owner made is made again by that
+-- role, so that REVOKE ... CASCADE from it still reaches it: in passes, as
+-- a grant may depend on one made in an earlier pass.
 DO $$
 DECLARE
+	updater text := current_user;
 	saved record;
-	grantee record;
-	differs text[] := '{}';
+	entry record;
+	done text[] := '{}';
+	total integer;
+	progress boolean;
 BEGIN
 	FOR saved IN
-		SELECT s.key AS function, s.value AS acl
-		  FROM pg_catalog.jsonb_each_text(
-				 pg_catalog.current_setting('iapi_tokens_update.acls')::jsonb) s
+		SELECT s.key::pg_catalog.regprocedure AS function,
+			   (s.value ->> 'owner')::pg_catalog.oid AS owner
+		  FROM pg_catalog.jsonb_each(
+				 pg_catalog.current_setting('iapi_tokens_update.saved')::pg_catalog.jsonb) s
 	LOOP
-		IF NOT EXISTS (SELECT FROM pg_catalog.aclexplode(saved.acl::pg_catalog.aclitem[]) a
-						WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') THEN
-			differs := differs || pg_catalog.format('%s revoked from PUBLIC', saved.function);
+		IF (SELECT p.proowner FROM pg_catalog.pg_proc p WHERE p.oid = saved.function) <> saved.owner THEN
+			EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO %I', saved.function,
+									  pg_catalog.pg_get_userbyid(saved.owner));
 		END IF;
-		FOR grantee IN
-			SELECT a.grantee, a.is_grantable
-			  FROM pg_catalog.aclexplode(saved.acl::pg_catalog.aclitem[]) a
-			 WHERE a.privilege_type = 'EXECUTE'
-			   AND a.grantee <> (SELECT p.proowner FROM pg_catalog.pg_proc p
-								  WHERE p.oid = saved.function::pg_catalog.regprocedure)
-		LOOP
-			EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s%s',
-				saved.function::pg_catalog.regprocedure,
-				CASE WHEN grantee.grantee = 0 THEN 'PUBLIC'
-					 ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(grantee.grantee)) END,
-				CASE WHEN grantee.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
-			IF grantee.grantee <> 0 OR grantee.is_grantable THEN
-				differs := differs || pg_catalog.format('%s granted to %s', saved.function,
-					CASE WHEN grantee.grantee = 0 THEN 'PUBLIC'
-						 ELSE pg_catalog.pg_get_userbyid(grantee.grantee) END);
-			END IF;
-		END LOOP;
 	END LOOP;
-	IF cardinality(differs) > 0 THEN
-		RAISE WARNING 'iapi_tokens 1.6 re-created functions with the privileges they had: %',
-			pg_catalog.array_to_string(differs, '; ')
-			USING DETAIL = 'pg_dump now counts them as the extension''s own, so a dump restored into a fresh installation has the default privileges instead.',
-				  HINT = 'After such a restore, run rest/roles.sql and your own GRANTs and REVOKEs on these functions again.';
+
+	-- The new types too, owned as the rest of the extension.
+	IF (SELECT t.typowner FROM pg_catalog.pg_type t
+		 WHERE t.oid = 'iapi_tokens.verified_token'::pg_catalog.regtype) <> saved.owner THEN
+		EXECUTE pg_catalog.format('ALTER TYPE iapi_tokens.verified_token OWNER TO %I',
+								  pg_catalog.pg_get_userbyid(saved.owner));
+		EXECUTE pg_catalog.format('ALTER TYPE iapi_tokens.token_check OWNER TO %I',
+								  pg_catalog.pg_get_userbyid(saved.owner));
+	END IF;
+
+	SELECT count(*) INTO total
+	  FROM pg_catalog.jsonb_each(
+			 pg_catalog.current_setting('iapi_tokens_update.saved')::pg_catalog.jsonb) s,
+		   pg_catalog.aclexplode((s.value ->> 'acl')::pg_catalog.aclitem[]) a
+	 WHERE a.privilege_type = 'EXECUTE'
+	   AND a.grantee <> (s.value ->> 'owner')::pg_catalog.oid;
+	LOOP
+		progress := false;
+		FOR entry IN
+			SELECT s.key::pg_catalog.regprocedure AS function,
+				   (s.value ->> 'owner')::pg_catalog.oid AS owner,
+				   a.grantor, a.grantee, a.is_grantable,
+				   pg_catalog.concat_ws('/', s.key, a.grantor, a.grantee) AS done_key
+			  FROM pg_catalog.jsonb_each(
+					 pg_catalog.current_setting('iapi_tokens_update.saved')::pg_catalog.jsonb) s,
+				   pg_catalog.aclexplode((s.value ->> 'acl')::pg_catalog.aclitem[]) a
+			 WHERE a.privilege_type = 'EXECUTE'
+			   AND a.grantee <> (s.value ->> 'owner')::pg_catalog.oid
+			 ORDER BY a.grantor <> (s.value ->> 'owner')::pg_catalog.oid, 6
+		LOOP
+			CONTINUE WHEN entry.done_key = ANY (done);
+			-- The owner's grants first; another's once its grant option is back.
+			CONTINUE WHEN entry.grantor <> entry.owner
+				AND NOT pg_catalog.has_function_privilege(entry.grantor, entry.function,
+														  'EXECUTE WITH GRANT OPTION');
+			IF entry.grantor <> entry.owner THEN
+				EXECUTE pg_catalog.format('SET LOCAL ROLE %I', pg_catalog.pg_get_userbyid(entry.grantor));
+			END IF;
+			EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s%s',
+				entry.function,
+				CASE WHEN entry.grantee = 0 THEN 'PUBLIC'
+					 ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(entry.grantee)) END,
+				CASE WHEN entry.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+			EXECUTE pg_catalog.format('SET LOCAL ROLE %I', updater);
+			done := done || entry.done_key;
+			progress := true;
+		END LOOP;
+		EXIT WHEN cardinality(done) = total OR NOT progress;
+	END LOOP;
+	IF cardinality(done) < total THEN
+		RAISE EXCEPTION 'iapi_tokens 1.6 could not carry over % grants', total - cardinality(done)
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'Their grantors no longer hold the grant option.',
+				  HINT = 'Revoke those grants, update, and make them again.';
 	END IF;
 END
 $$;
+
+-- What pg_dump counts as the extension's own grants (pg_init_privs) and so
+-- leaves out of a dump.  Grants and revocations made by an update script
+-- are recorded there, as those of 1.1, 1.4, 1.5 and the ones above were,
+-- so that a dump lost what users had granted or revoked on the functions
+-- those updates re-created.  Every function's record becomes a fresh
+-- installation's: its owner, PUBLIC for the seven that a fresh install
+-- grants to PUBLIC, pg_monitor for the two statistics functions.
+UPDATE pg_catalog.pg_init_privs ip
+   SET initprivs = ARRAY(
+		SELECT pg_catalog.makeaclitem(g.grantee, p.proowner, 'EXECUTE', false)
+		  FROM (SELECT p.proowner
+				UNION ALL
+				SELECT 0
+				 WHERE p.oid IN ('iapi_tokens.hash_token(text)'::pg_catalog.regprocedure,
+								 'iapi_tokens.verify_token(text)'::pg_catalog.regprocedure,
+								 'iapi_tokens.authenticate(text)'::pg_catalog.regprocedure,
+								 'iapi_tokens.current_token()'::pg_catalog.regprocedure,
+								 'iapi_tokens.has_scope(text)'::pg_catalog.regprocedure,
+								 'iapi_tokens.require_scope(text)'::pg_catalog.regprocedure,
+								 'iapi_tokens.check_token(text, boolean)'::pg_catalog.regprocedure)
+				UNION ALL
+				SELECT 'pg_monitor'::pg_catalog.regrole
+				 WHERE p.oid IN ('iapi_tokens.usage_stats()'::pg_catalog.regprocedure,
+								 'iapi_tokens.rate_limit_stats()'::pg_catalog.regprocedure)) g(grantee))
+  FROM pg_catalog.pg_proc p
+ WHERE ip.classoid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+   AND ip.objoid = p.oid AND ip.objsubid = 0 AND ip.privtype = 'e'
+   AND p.pronamespace IN ('iapi_tokens'::pg_catalog.regnamespace,
+						  'iapi_tokens_internal'::pg_catalog.regnamespace);

@@ -80,6 +80,18 @@ LANGUAGE sql AS $$
 	SELECT 'config_dump ' || unnest(extconfig)::regclass, ''
 	  FROM pg_extension WHERE extname = 'iapi_tokens'
 	UNION ALL
+	-- What pg_dump counts as the extension's own grants: it dumps the rest.
+	SELECT 'initprivs ' || pg_describe_object(ip.classoid, ip.objoid, ip.objsubid),
+		   (SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(ip.initprivs) a)
+	  FROM pg_init_privs ip
+	 WHERE ip.privtype = 'e'
+	   AND (ip.classoid, ip.objoid) IN (
+			SELECT d.classid, d.objid FROM pg_depend d
+			 WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+			   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'iapi_tokens')
+			UNION ALL
+			SELECT 'pg_namespace'::regclass, oid FROM nsp)
+	UNION ALL
 	SELECT 'member ' || pg_describe_object(classid, objid, objsubid), ''
 	  FROM pg_depend
 	 WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
@@ -236,10 +248,50 @@ SELECT public.iapi_user_check(:'tok1') = :t1 AS still_verifies;
 DROP FUNCTION public.iapi_user_check(text);
 
 -- 1.5 -> 1.6: verify_token, authenticate and check_token return named
--- composite types.  They are re-created with the privileges they had, and
--- the warning names those a fresh installation does not have.
+-- composite types.  They are re-created with their owner and the grants
+-- they had, each made again by its grantor.  Here another superuser runs
+-- the update, and a grant was made by a role holding the grant option.
+CREATE ROLE regress_iapi_super SUPERUSER NOLOGIN;
+CREATE ROLE regress_iapi_granter NOLOGIN;
+CREATE ROLE regress_iapi_grantee NOLOGIN;
+GRANT EXECUTE ON FUNCTION iapi_tokens.check_token(text, boolean) TO regress_iapi_granter WITH GRANT OPTION;
+SET ROLE regress_iapi_granter;
+GRANT EXECUTE ON FUNCTION iapi_tokens.check_token(text, boolean) TO regress_iapi_grantee;
+RESET ROLE;
+SET ROLE regress_iapi_super;
 ALTER EXTENSION iapi_tokens UPDATE TO '1.6';
+RESET ROLE;
 SELECT extversion FROM pg_extension WHERE extname = 'iapi_tokens';
+SELECT p.proname, p.proowner = (SELECT proowner FROM pg_proc WHERE oid = 'iapi_tokens.hash_token(text)'::regprocedure) AS owner_kept
+  FROM pg_proc p
+ WHERE p.oid IN ('iapi_tokens.verify_token(text)'::regprocedure,
+				 'iapi_tokens.authenticate(text)'::regprocedure,
+				 'iapi_tokens.check_token(text, boolean)'::regprocedure)
+ ORDER BY p.proname;
+SELECT t.typname, t.typowner = (SELECT proowner FROM pg_proc WHERE oid = 'iapi_tokens.hash_token(text)'::regprocedure) AS owner_kept
+  FROM pg_type t WHERE t.oid IN ('iapi_tokens.verified_token'::regtype, 'iapi_tokens.token_check'::regtype)
+ ORDER BY t.typname;
+SELECT CASE WHEN a.grantor = p.proowner THEN 'the owner' ELSE a.grantor::regrole::text END AS grantor,
+	   a.grantee::regrole, a.is_grantable
+  FROM pg_proc p, aclexplode(p.proacl) a
+ WHERE p.oid = 'iapi_tokens.check_token(text, boolean)'::regprocedure
+   AND a.grantee IN ('regress_iapi_granter'::regrole, 'regress_iapi_grantee'::regrole)
+ ORDER BY 2;
+-- Revoking the grant option still takes the grant made with it.
+REVOKE EXECUTE ON FUNCTION iapi_tokens.check_token(text, boolean) FROM regress_iapi_granter CASCADE;
+SELECT has_function_privilege('regress_iapi_grantee', 'iapi_tokens.check_token(text, boolean)', 'EXECUTE') AS grantee_keeps_through_public,
+	   EXISTS (SELECT FROM pg_proc p, aclexplode(p.proacl) a
+				WHERE p.oid = 'iapi_tokens.check_token(text, boolean)'::regprocedure
+				  AND a.grantee = 'regress_iapi_grantee'::regrole) AS grantee_entry_left;
+DROP ROLE regress_iapi_super, regress_iapi_granter, regress_iapi_grantee;
+-- pg_dump's record of the extension's own grants is a fresh install's, so
+-- that a dump keeps this database's revocation from PUBLIC and its grant.
+SELECT EXISTS (SELECT FROM pg_init_privs ip, aclexplode(ip.initprivs) a
+				WHERE ip.objoid = 'iapi_tokens.verify_token(text)'::regprocedure
+				  AND a.grantee = 0) AS init_privs_have_public,
+	   NOT EXISTS (SELECT FROM pg_init_privs ip, aclexplode(ip.initprivs) a
+					WHERE ip.objoid = 'iapi_tokens.verify_token(text)'::regprocedure
+					  AND a.grantee = 'regress_iapi_app'::regrole) AS app_grant_is_the_users;
 SELECT p.oid::regprocedure AS function, pg_get_function_result(p.oid) AS result
   FROM pg_proc p
  WHERE p.oid IN ('iapi_tokens.verify_token(text)'::regprocedure,

@@ -110,7 +110,7 @@ iapi_tokens_authenticate(PG_FUNCTION_ARGS)
 
 	iapi_forget_current_token();
 	if (PG_ARGISNULL(0) ||
-		!iapi_verify_token_columns(fcinfo, values, nulls, rsinfo->setDesc->natts))
+		!iapi_verify_token_columns(fcinfo, rsinfo->setDesc, values, nulls))
 		return (Datum) 0;
 
 	tuplestore_puttuple(rsinfo->setResult,

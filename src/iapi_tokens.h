@@ -154,8 +154,8 @@ typedef enum IapiTokenStatus
 	IAPI_TOKEN_RATE_LIMITED
 } IapiTokenStatus;
 
-extern bool iapi_verify_token_columns(FunctionCallInfo fcinfo, Datum *values,
-									  bool *nulls, int ncolumns);
+extern bool iapi_verify_token_columns(FunctionCallInfo fcinfo, TupleDesc desc,
+									  Datum *values, bool *nulls);
 
 /* current_token.c */
 extern void iapi_current_token_init(void);

@@ -592,23 +592,61 @@ fill_verify_columns(const TokenRow *row, Datum *values, bool *nulls, int ncolumn
 	}
 }
 
+/* The types of verify_token's columns; check_token's follow its status. */
+static const Oid verify_column_types[IAPI_VERIFY_COLUMNS] = {
+	INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	REGROLEOID, UUIDOID, TEXTARRAYOID, JSONBOID
+};
+
+static const Oid check_status_type[] = {TEXTOID};
+
+static const Oid check_rate_column_types[] = {
+	INT4OID, INTERVALOID, INT4OID, INT4OID, INT4OID
+};
+
+StaticAssertDecl(lengthof(check_status_type) + IAPI_VERIFY_COLUMNS +
+				 lengthof(check_rate_column_types) == IAPI_CHECK_COLUMNS,
+				 "check_token's columns are its status, verify_token's and its rate");
+
+/*
+ * From 1.6 the result is a composite type, which ALTER TYPE could change
+ * apart from the C that fills it: the columns' types are checked, not only
+ * their number.  A dropped column has none, and fails too.
+ */
+static void
+check_column_types(TupleDesc desc, int first, const Oid *types, int n,
+				   const char *function)
+{
+	for (int i = 0; i < n; i++)
+	{
+		Oid			declared = TupleDescAttr(desc, first + i)->atttypid;
+
+		if (declared != types[i])
+			elog(ERROR, "%s is declared with column %d of type %s, not %s",
+				 function, first + i + 1,
+				 OidIsValid(declared) ? format_type_be(declared) : "(dropped)",
+				 format_type_be(types[i]));
+	}
+}
+
 /*
  * Verifies argument 0 and fills the columns of verify_token: seven as 1.1
  * to 1.3 declare it, nine (scopes, metadata) from 1.4; false, with nothing
  * filled, for anything but a valid, active token.
  */
 bool
-iapi_verify_token_columns(FunctionCallInfo fcinfo, Datum *values, bool *nulls,
-						  int ncolumns)
+iapi_verify_token_columns(FunctionCallInfo fcinfo, TupleDesc desc,
+						  Datum *values, bool *nulls)
 {
 	TokenRow	row;
 	RateOutcome rate;
 
-	if (ncolumns != IAPI_VERIFY_COLUMNS_1_1 && ncolumns != IAPI_VERIFY_COLUMNS)
-		elog(ERROR, "verify_token is declared with %d columns", ncolumns);
+	if (desc->natts != IAPI_VERIFY_COLUMNS_1_1 && desc->natts != IAPI_VERIFY_COLUMNS)
+		elog(ERROR, "verify_token is declared with %d columns", desc->natts);
+	check_column_types(desc, 0, verify_column_types, desc->natts, "verify_token");
 	if (verify(fcinfo, &row, &rate) != IAPI_TOKEN_VALID)
 		return false;
-	fill_verify_columns(&row, values, nulls, ncolumns);
+	fill_verify_columns(&row, values, nulls, desc->natts);
 	return true;
 }
 
@@ -623,7 +661,7 @@ iapi_tokens_verify_token_1_1(PG_FUNCTION_ARGS)
 	bool		nulls[IAPI_VERIFY_COLUMNS];
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	if (iapi_verify_token_columns(fcinfo, values, nulls, rsinfo->setDesc->natts))
+	if (iapi_verify_token_columns(fcinfo, rsinfo->setDesc, values, nulls))
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }
@@ -685,6 +723,10 @@ iapi_tokens_check_token(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (rsinfo->setDesc->natts != IAPI_CHECK_COLUMNS)
 		elog(ERROR, "check_token is declared with %d columns", rsinfo->setDesc->natts);
+	check_column_types(rsinfo->setDesc, 0, check_status_type, 1, "check_token");
+	check_column_types(rsinfo->setDesc, 1, verify_column_types, IAPI_VERIFY_COLUMNS, "check_token");
+	check_column_types(rsinfo->setDesc, 1 + IAPI_VERIFY_COLUMNS, check_rate_column_types,
+					   lengthof(check_rate_column_types), "check_token");
 
 	if (authenticate)
 		iapi_forget_current_token();
