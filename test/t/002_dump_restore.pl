@@ -11,6 +11,9 @@
 # sequence, and the per-owner limit.  token_owners is not dumped: its rows
 # are lock anchors, which the owner's next token re-creates, so a restore
 # cannot collide with them whatever its order.
+#
+# Last, the privileges users set on functions an update re-created survive
+# a dump of a database updated to 1.6 (pg_init_privs).
 
 use strict;
 use warnings;
@@ -395,6 +398,51 @@ check_restored('restored_plain');
 # The source database was not touched by any of this.
 is($node->safe_psql('src', $tokens_sql), $tokens_before, 'src: tokens unchanged');
 is($node->safe_psql('src', $audit_rows_sql), $audit_rows_before, 'src: audit unchanged');
+
+# 1.6: privileges users set on functions that an update re-created.  Here
+# 1.5, with verify_token revoked from PUBLIC and granted to one role and
+# generate_token granted to one, is updated to 1.6 and dumped: the restore
+# into a fresh installation must carry both, as pg_dump writes the grants
+# that differ from the extension's own record of its grants.
+$node->safe_psql('postgres', q{
+	CREATE ROLE regress_verifier NOLOGIN;
+	CREATE ROLE regress_minter NOLOGIN;
+	CREATE DATABASE updated});
+$node->safe_psql('updated', q{
+	SET client_min_messages = warning;
+	CREATE EXTENSION iapi_tokens VERSION '1.5';
+	REVOKE EXECUTE ON FUNCTION iapi_tokens.verify_token(text) FROM PUBLIC;
+	GRANT EXECUTE ON FUNCTION iapi_tokens.verify_token(text) TO regress_verifier;
+	GRANT EXECUTE ON FUNCTION iapi_tokens.generate_token(bigint, text, interval, text[], jsonb, integer, interval)
+		TO regress_minter;
+	ALTER EXTENSION iapi_tokens UPDATE TO '1.6'});
+my $privileges_sql = q{
+	SELECT string_agg(format('%s %s %s', r.rolname, f.f,
+							 has_function_privilege(r.oid, f.f, 'EXECUTE')), ', ' ORDER BY r.rolname, f.f)
+	  FROM pg_roles r,
+		   (VALUES ('iapi_tokens.verify_token(text)'),
+				   ('iapi_tokens.check_token(text, boolean)'),
+				   ('iapi_tokens.generate_token(bigint, text, interval, text[], jsonb, integer, interval)')) f(f)
+	 WHERE r.rolname IN ('regress_verifier', 'regress_minter')};
+my $privileges = $node->safe_psql('updated', $privileges_sql);
+is( $privileges,
+	join(', ',
+		'regress_minter iapi_tokens.check_token(text, boolean) t',
+		'regress_minter iapi_tokens.generate_token(bigint, text, interval, text[], jsonb, integer, interval) t',
+		'regress_minter iapi_tokens.verify_token(text) f',
+		'regress_verifier iapi_tokens.check_token(text, boolean) t',
+		'regress_verifier iapi_tokens.generate_token(bigint, text, interval, text[], jsonb, integer, interval) f',
+		'regress_verifier iapi_tokens.verify_token(text) t'),
+	'updated: the update to 1.6 kept the revocation from PUBLIC and both grants');
+my $updated_file = "$tempdir/updated.dump";
+$node->command_ok([ 'pg_dump', '--format=custom', '--file', $updated_file, $node->connstr('updated') ],
+	'pg_dump of the database updated to 1.6');
+$node->safe_psql('postgres', 'CREATE DATABASE updated_restored');
+$node->command_ok(
+	[ 'pg_restore', '--exit-on-error', '--dbname', $node->connstr('updated_restored'), $updated_file ],
+	'pg_restore of it into a fresh installation of 1.6');
+is($node->safe_psql('updated_restored', $privileges_sql),
+	$privileges, 'updated_restored: the same privileges as the database it was dumped from');
 
 $node->stop;
 
