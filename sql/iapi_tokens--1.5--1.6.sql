@@ -214,3 +214,35 @@ UPDATE pg_catalog.pg_init_privs ip
    AND ip.objoid = p.oid AND ip.objsubid = 0 AND ip.privtype = 'e'
    AND p.pronamespace IN ('iapi_tokens'::pg_catalog.regnamespace,
 						  'iapi_tokens_internal'::pg_catalog.regnamespace);
+
+-- From PostgreSQL 17 on, pg_shdepend records each role a pg_init_privs
+-- entry names (deptype 'i'; the owner too, pinned roles never), so that
+-- DROP ROLE knows of it.  They follow the record set above: the owner's
+-- stays or is added, any other goes.  Before 17 there are none.
+DELETE FROM pg_catalog.pg_shdepend d
+ USING pg_catalog.pg_proc p
+ WHERE d.dbid = (SELECT db.oid FROM pg_catalog.pg_database db
+				  WHERE db.datname = pg_catalog.current_database())
+   AND d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+   AND d.objid = p.oid AND d.objsubid = 0 AND d.deptype = 'i'
+   AND d.refobjid <> p.proowner
+   AND p.pronamespace IN ('iapi_tokens'::pg_catalog.regnamespace,
+						  'iapi_tokens_internal'::pg_catalog.regnamespace);
+
+INSERT INTO pg_catalog.pg_shdepend (dbid, classid, objid, objsubid, refclassid, refobjid, deptype)
+SELECT db.oid, 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid, 0,
+	   'pg_catalog.pg_authid'::pg_catalog.regclass, p.proowner, 'i'
+  FROM pg_catalog.pg_proc p, pg_catalog.pg_database db
+ WHERE pg_catalog.current_setting('server_version_num')::integer >= 170000
+   AND db.datname = pg_catalog.current_database()
+   AND p.pronamespace IN ('iapi_tokens'::pg_catalog.regnamespace,
+						  'iapi_tokens_internal'::pg_catalog.regnamespace)
+   AND p.proowner::pg_catalog.int8 >= 12000	-- FirstUnpinnedObjectId
+   AND EXISTS (SELECT FROM pg_catalog.pg_init_privs ip
+				WHERE ip.classoid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+				  AND ip.objoid = p.oid AND ip.objsubid = 0)
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_shdepend d
+					WHERE d.dbid = db.oid
+					  AND d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+					  AND d.objid = p.oid AND d.objsubid = 0 AND d.deptype = 'i'
+					  AND d.refobjid = p.proowner);

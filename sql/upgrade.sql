@@ -92,6 +92,17 @@ LANGUAGE sql AS $$
 			UNION ALL
 			SELECT 'pg_namespace'::regclass, oid FROM nsp)
 	UNION ALL
+	-- 17+: the roles those records name, for DROP ROLE (none before 17).
+	SELECT 'initprivs role ' || pg_describe_object(d.classid, d.objid, d.objsubid)
+		   || ' ' || d.refobjid::regrole, ''
+	  FROM pg_shdepend d
+	 WHERE d.deptype = 'i'
+	   AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+	   AND (d.classid, d.objid) IN (
+			SELECT e.classid, e.objid FROM pg_depend e
+			 WHERE e.refclassid = 'pg_extension'::regclass AND e.deptype = 'e'
+			   AND e.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'iapi_tokens'))
+	UNION ALL
 	SELECT 'member ' || pg_describe_object(classid, objid, objsubid), ''
 	  FROM pg_depend
 	 WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
