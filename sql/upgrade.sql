@@ -81,10 +81,25 @@ LANGUAGE sql AS $$
 	  FROM pg_extension WHERE extname = 'iapi_tokens'
 	UNION ALL
 	-- What pg_dump counts as the extension's own grants: it dumps the rest.
+	-- A record equal to the object's default ACL means what no record means
+	-- (pg_upgrade leaves none), so only the others are compared.
 	SELECT 'initprivs ' || pg_describe_object(ip.classoid, ip.objoid, ip.objsubid),
-		   (SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(ip.initprivs) a)
+		   public.iapi_acl(ip.initprivs, k.kind, k.owner)
 	  FROM pg_init_privs ip
+	  JOIN LATERAL (
+			SELECT 'f'::"char", p.proowner FROM pg_proc p
+			 WHERE ip.classoid = 'pg_proc'::regclass AND p.oid = ip.objoid
+			UNION ALL
+			SELECT (CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END)::"char", c.relowner FROM pg_class c
+			 WHERE ip.classoid = 'pg_class'::regclass AND c.oid = ip.objoid AND ip.objsubid = 0
+			UNION ALL
+			SELECT 'n'::"char", n.nspowner FROM pg_namespace n
+			 WHERE ip.classoid = 'pg_namespace'::regclass AND n.oid = ip.objoid
+			UNION ALL
+			SELECT 'T'::"char", t.typowner FROM pg_type t
+			 WHERE ip.classoid = 'pg_type'::regclass AND t.oid = ip.objoid) k(kind, owner) ON true
 	 WHERE ip.privtype = 'e'
+	   AND public.iapi_acl(ip.initprivs, k.kind, k.owner) <> public.iapi_acl(NULL, k.kind, k.owner)
 	   AND (ip.classoid, ip.objoid) IN (
 			SELECT d.classid, d.objid FROM pg_depend d
 			 WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
@@ -92,12 +107,15 @@ LANGUAGE sql AS $$
 			UNION ALL
 			SELECT 'pg_namespace'::regclass, oid FROM nsp)
 	UNION ALL
-	-- 17+: the roles those records name, for DROP ROLE (none before 17).
+	-- 17+: the other roles those records name, for DROP ROLE (none before 17).
 	SELECT 'initprivs role ' || pg_describe_object(d.classid, d.objid, d.objsubid)
 		   || ' ' || d.refobjid::regrole, ''
 	  FROM pg_shdepend d
 	 WHERE d.deptype = 'i'
 	   AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+	   AND d.refobjid NOT IN (SELECT p.proowner FROM pg_proc p WHERE p.oid = d.objid
+							  UNION ALL
+							  SELECT c.relowner FROM pg_class c WHERE c.oid = d.objid)
 	   AND (d.classid, d.objid) IN (
 			SELECT e.classid, e.objid FROM pg_depend e
 			 WHERE e.refclassid = 'pg_extension'::regclass AND e.deptype = 'e'
