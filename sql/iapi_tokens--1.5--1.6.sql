@@ -110,10 +110,13 @@ SELECT iapi_tokens_internal.revoke_all_grants(
 DO $$
 DECLARE
 	updater text := current_user;
+	extension_owner text := (SELECT pg_catalog.pg_get_userbyid(p.proowner)
+							   FROM pg_catalog.pg_proc p
+							  WHERE p.oid = 'iapi_tokens.hash_token(text)'::pg_catalog.regprocedure);
 	saved record;
 	entry record;
 	done text[] := '{}';
-	total integer;
+	waiting integer;
 	progress boolean;
 BEGIN
 	FOR saved IN
@@ -128,23 +131,15 @@ BEGIN
 		END IF;
 	END LOOP;
 
-	-- The new types too, owned as the rest of the extension.
-	IF (SELECT t.typowner FROM pg_catalog.pg_type t
-		 WHERE t.oid = 'iapi_tokens.verified_token'::pg_catalog.regtype) <> saved.owner THEN
-		EXECUTE pg_catalog.format('ALTER TYPE iapi_tokens.verified_token OWNER TO %I',
-								  pg_catalog.pg_get_userbyid(saved.owner));
-		EXECUTE pg_catalog.format('ALTER TYPE iapi_tokens.token_check OWNER TO %I',
-								  pg_catalog.pg_get_userbyid(saved.owner));
+	-- The new types, owned as the rest of the extension (hash_token stayed).
+	IF extension_owner <> updater THEN
+		EXECUTE pg_catalog.format('ALTER TYPE iapi_tokens.verified_token OWNER TO %I', extension_owner);
+		EXECUTE pg_catalog.format('ALTER TYPE iapi_tokens.token_check OWNER TO %I', extension_owner);
 	END IF;
 
-	SELECT count(*) INTO total
-	  FROM pg_catalog.jsonb_each(
-			 pg_catalog.current_setting('iapi_tokens_update.saved')::pg_catalog.jsonb) s,
-		   pg_catalog.aclexplode((s.value ->> 'acl')::pg_catalog.aclitem[]) a
-	 WHERE a.privilege_type = 'EXECUTE'
-	   AND a.grantee <> (s.value ->> 'owner')::pg_catalog.oid;
 	LOOP
 		progress := false;
+		waiting := 0;
 		FOR entry IN
 			SELECT s.key::pg_catalog.regprocedure AS function,
 				   (s.value ->> 'owner')::pg_catalog.oid AS owner,
@@ -159,9 +154,12 @@ BEGIN
 		LOOP
 			CONTINUE WHEN entry.done_key = ANY (done);
 			-- The owner's grants first; another's once its grant option is back.
-			CONTINUE WHEN entry.grantor <> entry.owner
+			IF entry.grantor <> entry.owner
 				AND NOT pg_catalog.has_function_privilege(entry.grantor, entry.function,
-														  'EXECUTE WITH GRANT OPTION');
+														  'EXECUTE WITH GRANT OPTION') THEN
+				waiting := waiting + 1;
+				CONTINUE;
+			END IF;
 			IF entry.grantor <> entry.owner THEN
 				EXECUTE pg_catalog.format('SET LOCAL ROLE %I', pg_catalog.pg_get_userbyid(entry.grantor));
 			END IF;
@@ -174,10 +172,10 @@ BEGIN
 			done := done || entry.done_key;
 			progress := true;
 		END LOOP;
-		EXIT WHEN cardinality(done) = total OR NOT progress;
+		EXIT WHEN waiting = 0 OR NOT progress;
 	END LOOP;
-	IF cardinality(done) < total THEN
-		RAISE EXCEPTION 'iapi_tokens 1.6 could not carry over % grants', total - cardinality(done)
+	IF waiting > 0 THEN
+		RAISE EXCEPTION 'iapi_tokens 1.6 could not carry over % grants', waiting
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  DETAIL = 'Their grantors no longer hold the grant option.',
 				  HINT = 'Revoke those grants, update, and make them again.';
