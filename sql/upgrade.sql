@@ -23,7 +23,11 @@ CREATE FUNCTION public.iapi_fingerprint() RETURNS TABLE (object text, state text
 LANGUAGE sql AS $$
 	WITH nsp(oid) AS (
 		SELECT n.oid FROM pg_namespace n
-		 WHERE n.nspname IN ('iapi_tokens', 'iapi_tokens_internal'))
+		 WHERE n.nspname IN ('iapi_tokens', 'iapi_tokens_internal')),
+	members(classid, objid, objsubid) AS (
+		SELECT d.classid, d.objid, d.objsubid FROM pg_depend d
+		 WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+		   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'iapi_tokens'))
 	SELECT 'schema ' || n.nspname,
 		   concat_ws(' | ', public.iapi_acl(n.nspacl, 'n', n.nspowner),
 					 obj_description(n.oid, 'pg_namespace'))
@@ -101,9 +105,7 @@ LANGUAGE sql AS $$
 	 WHERE ip.privtype = 'e'
 	   AND public.iapi_acl(ip.initprivs, k.kind, k.owner) <> public.iapi_acl(NULL, k.kind, k.owner)
 	   AND (ip.classoid, ip.objoid) IN (
-			SELECT d.classid, d.objid FROM pg_depend d
-			 WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
-			   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'iapi_tokens')
+			SELECT m.classid, m.objid FROM members m
 			UNION ALL
 			SELECT 'pg_namespace'::regclass, oid FROM nsp)
 	UNION ALL
@@ -116,15 +118,10 @@ LANGUAGE sql AS $$
 	   AND d.refobjid NOT IN (SELECT p.proowner FROM pg_proc p WHERE p.oid = d.objid
 							  UNION ALL
 							  SELECT c.relowner FROM pg_class c WHERE c.oid = d.objid)
-	   AND (d.classid, d.objid) IN (
-			SELECT e.classid, e.objid FROM pg_depend e
-			 WHERE e.refclassid = 'pg_extension'::regclass AND e.deptype = 'e'
-			   AND e.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'iapi_tokens'))
+	   AND (d.classid, d.objid) IN (SELECT m.classid, m.objid FROM members m)
 	UNION ALL
-	SELECT 'member ' || pg_describe_object(classid, objid, objsubid), ''
-	  FROM pg_depend
-	 WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
-	   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'iapi_tokens')
+	SELECT 'member ' || pg_describe_object(m.classid, m.objid, m.objsubid), ''
+	  FROM members m
 $$;
 
 SELECT extversion FROM pg_extension WHERE extname = 'iapi_tokens';
